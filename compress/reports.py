@@ -1,0 +1,70 @@
+"""Rich tables and number formats shared by every command."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from compress.measure import ModelProfile
+
+
+def si(value: float, unit: str = "") -> str:
+    """1234567 -> '1.23 M'; the paper's tables use M and G."""
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:g} {unit}".rstrip()
+
+
+def mebibytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.2f} MiB"
+
+
+PROFILE_ROWS: tuple[tuple[str, str], ...] = (
+    ("Total params", "params"),
+    ("Trainable params", "trainable_params"),
+    ("Non-zero params", "nonzero_params"),
+    ("Mult-Adds", "macs"),
+    ("FLOPs (2 x MACs)", "flops"),
+    ("Params size", "param_bytes"),
+    ("Activations (est.)", "activation_bytes"),
+    ("Checkpoint size", "serialized_bytes"),
+    ("Peak memory", "peak_memory_bytes"),
+    ("Latency (batch 1)", "latency_ms"),
+)
+
+
+def _profile_cell(profile: ModelProfile, field: str) -> str:
+    value = getattr(profile, field)
+    if field in ("params", "trainable_params", "nonzero_params"):
+        return f"{si(value)} ({value:,})"
+    if field in ("macs", "flops"):
+        return si(value)
+    if field.endswith("_bytes"):
+        return mebibytes(value)
+    if field == "latency_ms":
+        return "skipped" if value is None else f"{value:.2f} ms ({profile.threads} thr)"
+    return str(value)
+
+
+def profile_table(names: Sequence[str], profiles: Sequence[ModelProfile]) -> Table:
+    """One column per model, the seed README's rows."""
+    table = Table(title="Model profile (batch 1)", caption=PROFILE_CAPTION)
+    table.add_column("")
+    for name, profile in zip(names, profiles, strict=True):
+        table.add_column(f"{name}\n{profile.input_size}px, {profile.device}", justify="right")
+    for label, field in PROFILE_ROWS:
+        table.add_row(label, *(_profile_cell(p, field) for p in profiles))
+    return table
+
+
+PROFILE_CAPTION = (
+    "Measured: params, MACs (torch.utils.flop_counter), checkpoint size, latency "
+    "(median after warm-up), peak memory (CUDA only). Estimated: activations "
+    "(sum of leaf-module outputs)."
+)
+
+console = Console()
+error_console = Console(stderr=True)

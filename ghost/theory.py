@@ -1,0 +1,101 @@
+"""The paper's cost analysis (Section 3.1) next to what a real Ghost module costs.
+
+Replacing a conv of ``c`` inputs, ``n`` outputs and a ``k x k`` kernel with a Ghost module
+of ratio ``s`` and cheap kernel ``d`` divides MACs by r_s (Eq. 4) and parameters by
+r_c (Eq. 5). Both reduce to the same expression,
+``c k^2 / (c k^2 / s + (s - 1) d^2 / s)``, which approaches ``s`` for ``d ~ k`` and ``s << c``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compress.measure import count_macs
+from ghost.ghostify import GhostifyReport
+from ghost.module import GhostModule, check_ghost_options
+
+
+def speedup_ratio(c: int, k: int, s: int, d: int) -> float:
+    """r_s of Eq. 4: conv MACs over Ghost-module MACs (spatial size and n cancel out)."""
+    check_ghost_options(s, d)
+    return c * k * k / (c * k * k / s + (s - 1) * d * d / s)
+
+
+def compression_ratio(c: int, k: int, s: int, d: int) -> float:
+    """r_c of Eq. 5: conv weights over Ghost-module weights; equal to r_s by construction."""
+    return speedup_ratio(c, k, s, d)
+
+
+def approximate_ratio(c: int, s: int) -> float:
+    """The paper's closed form s c / (s + c - 1), valid when d is close to k."""
+    return s * c / (s + c - 1)
+
+
+@dataclass(frozen=True)
+class LayerRatio:
+    """Theory against measurement for one ghostified layer."""
+
+    name: str
+    c: int
+    n: int
+    k: int
+    output_hw: tuple[int, int]
+    theory: float
+    mac_ratio: float
+    param_ratio: float
+
+
+def _conv_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+def layer_ratios(model: nn.Module, report: GhostifyReport, input_size: int) -> list[LayerRatio]:
+    """Per ghostified layer: Eq. 4 next to the measured MAC and weight ratios.
+
+    MACs of the conv and of its Ghost module are both counted by PyTorch's FLOP counter
+    on meta tensors at the input shape the layer sees in ``model``; BN is left out of the
+    weight ratio, as in the paper.
+    """
+    shapes: dict[str, torch.Size] = {}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[layer.name].register_forward_hook(
+            lambda _m, inputs, _o, name=layer.name: shapes.__setitem__(name, inputs[0].shape)
+        )
+        for layer in report.changed
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, input_size, input_size, device=_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for layer in report.changed:
+        shape = (1, *shapes[layer.name][1:])
+        conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                         layer.kernel_size // 2, bias=False, device="meta")  # fmt: skip
+        ghost = GhostModule(layer.in_channels, layer.out_channels, layer.kernel_size, report.s,
+                            report.d, layer.stride, layer.relu).to("meta")  # fmt: skip
+        inputs = torch.empty(shape, device="meta")
+        output = conv(inputs)
+        rows.append(
+            LayerRatio(
+                name=layer.name,
+                c=layer.in_channels,
+                n=layer.out_channels,
+                k=layer.kernel_size,
+                output_hw=(output.shape[2], output.shape[3]),
+                theory=speedup_ratio(layer.in_channels, layer.kernel_size, report.s, report.d),
+                mac_ratio=count_macs(conv, inputs) / count_macs(ghost, inputs),
+                param_ratio=_conv_weights(conv) / _conv_weights(ghost),
+            )
+        )
+    return rows
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

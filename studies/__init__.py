@@ -1,0 +1,1 @@
+"""Optuna studies: search spaces, objectives and reference points."""

@@ -1,0 +1,45 @@
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from compress.measure import count_macs, count_params, profile_model, serialized_bytes
+
+
+def test_single_layer_macs_are_hand_arithmetic():
+    x = torch.randn(1, 8, 15, 15)
+    conv = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+    assert count_macs(conv, x) == 16 * 8 * 9 * 8 * 8
+    grouped = nn.Conv2d(8, 16, 5, padding=2, groups=4)
+    assert count_macs(grouped, x) == 16 * 2 * 25 * 15 * 15
+    linear = nn.Linear(100, 7)
+    assert count_macs(linear, torch.randn(3, 100)) == 3 * 100 * 7
+
+
+def test_torch_pruning_counter_agrees_on_a_plain_conv_net():
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False),
+        nn.Conv2d(32, 32, 1, bias=False),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10, bias=False),
+    )
+    x = torch.randn(1, 3, 16, 16)
+    tp_macs, tp_params = tp.utils.count_ops_and_params(net, x)
+    assert count_macs(net, x) == int(tp_macs)
+    assert count_params(net)[0] == tp_params
+
+
+def test_params_split_and_profile_fields():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
+    net[1].weight.requires_grad_(False)
+    with torch.no_grad():
+        net[0].weight[0].zero_()
+    total, trainable, nonzero = count_params(net)
+    assert (total, trainable) == (108 + 8, 108 + 4)
+    assert nonzero == 108 - 27 + 4  # BN bias starts at zero
+    profile = profile_model(net, 10, latency_repeats=3)
+    assert profile.macs == 4 * 27 * 8 * 8 and profile.flops == 2 * profile.macs
+    assert profile.activation_bytes == (4 * 64 + 4 * 64) * 4
+    assert profile.serialized_bytes == serialized_bytes(net) > profile.param_bytes
+    assert profile.latency_ms > 0 and profile.threads == torch.get_num_threads()
+    assert profile.peak_memory_bytes is None
