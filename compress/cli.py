@@ -6,14 +6,20 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
-import torch
+from rich.console import Console
 
+from compress import runs
+from compress.engine import TrainConfig, TrainingDiverged, TrainingInterrupted, resolve_device
 from compress.errors import UsageError
 from compress.measure import ESTIMATED, MEASURED, profile_model
+from compress.options import add_arguments, from_values, given
 from compress.registry import create_model, get_entry, list_models
-from compress.reports import console, error_console, profile_table
+from compress.reports import console, error_console, profile_table, run_table
+from compress.runner import PRESETS, DataConfig, RunSpec
+from compress.techniques import get_technique, list_techniques
 
 
 def positive_int(text: str) -> int:
@@ -31,19 +37,6 @@ def _model_options(names: Sequence[str], options: dict[str, object]) -> dict[str
         if not any(key in taken for taken in accepted.values()):
             raise UsageError(f"no model among {', '.join(names)} takes option --{key}")
     return {name: {k: v for k, v in given.items() if k in accepted[name]} for name in names}
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when present; asking for CUDA without it is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("CUDA was asked for but no CUDA device is available; use --device cpu")
-    return device
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -84,8 +77,13 @@ def cmd_models(args: argparse.Namespace) -> None:
         table.add_column(column)
     for name in list_models():
         entry = get_entry(name)
-        table.add_row(name, str(entry.input_size), str(entry.num_classes),
-                      ", ".join(entry.options), entry.description)  # fmt: skip
+        table.add_row(
+            name,
+            str(entry.input_size),
+            str(entry.num_classes),
+            ", ".join(entry.options),
+            entry.description,
+        )
     console.print(table)
 
 
@@ -94,6 +92,97 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+RUN_SETTINGS = ("preset", "out", "resume", "json")
+
+
+def technique_parser(name: str) -> argparse.ArgumentParser:
+    """The options of ``compress run NAME``, made from the technique's config dataclass."""
+    technique = get_technique(name)
+    parser = OneLineParser(prog=f"compress run {name}", description=technique.summary)
+    add_arguments(parser, technique.config_cls, f"{name} options")
+    add_arguments(parser, DataConfig, "data")
+    add_arguments(parser, TrainConfig, "training")
+    group = parser.add_argument_group("run")
+    group.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="seed: the seed's CIFAR-10 protocol; paper: the paper's recipe",
+    )
+    group.add_argument("--out", default="runs", help="results root (default: runs)")
+    group.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    group.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    return parser
+
+
+def run_spec(technique_name: str, parsed: argparse.Namespace) -> RunSpec:
+    """The run a command line asks for: defaults, then the preset, then explicit options."""
+    technique = get_technique(technique_name)
+    if parsed.resume:
+        extra = [k for k, v in vars(parsed).items() if v is not None and k not in RUN_SETTINGS]
+        if extra:
+            raise UsageError(f"--resume continues a run with its own options; drop --{extra[0]}")
+        spec = RunSpec.from_record(runs.read_json(Path(parsed.resume) / runs.CONFIG))
+        if spec.technique != technique.name:
+            raise UsageError(f"{parsed.resume} is a {spec.technique} run, not {technique.name}")
+        return spec
+    preset = PRESETS.get(parsed.preset, {})
+    return RunSpec(
+        technique.name,
+        from_values(technique.config_cls, given(parsed, technique.config_cls)),
+        from_values(DataConfig, preset.get("data", {}), given(parsed, DataConfig)),
+        from_values(TrainConfig, preset.get("train", {}), given(parsed, TrainConfig)),
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from compress import runner
+
+    technique = get_technique(args.technique)
+    parsed = technique_parser(args.technique).parse_args(args.rest)
+    out_root = Path(parsed.out)
+    run_console = Console(stderr=True) if parsed.json else console
+    spec = run_spec(args.technique, parsed)
+    try:
+        if parsed.resume:
+            outcome = runner.resume(Path(parsed.resume), run_console)
+        else:
+            outcome = runner.start(spec, out_root, run_console)
+    except TrainingInterrupted as stop:
+        error_console.print(
+            f"compress run: {stop}; checkpoint kept. Continue with: "
+            f"compress run {technique.name} --resume {stop.run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 130
+    except KeyboardInterrupt:
+        error_console.print("compress run: interrupted while finishing the run", highlight=False)
+        return 130
+    except TrainingDiverged as error:
+        error_console.print(
+            f"compress run: error: training diverged: {error}; the run is marked failed",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+    metrics = {k: v for k, v in outcome.metrics.items() if k != "history"}
+    if parsed.json:
+        print(json.dumps({"run_dir": str(outcome.run_dir), **metrics}, indent=2))
+        return 0
+    columns = [(f"{metrics['label']}\n{outcome.run_dir.name}", metrics)]
+    reference = runner.find_reference(spec, out_root)
+    if reference is not None:
+        columns.append(
+            (
+                f"reference: {reference.metrics['label']}\n{reference.run_dir.name}",
+                reference.metrics,
+            )
+        )
+    console.print(run_table(columns))
+    console.print(f"run directory: {outcome.run_dir}", highlight=False)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,21 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)
+
+    run = commands.add_parser(
+        "run",
+        help="train with a technique and record the run",
+        description="compress run TECHNIQUE [options]; `compress run TECHNIQUE --help` lists them",
+    )
+    run.add_argument("technique", help=f"one of: {', '.join(list_techniques())}")
+    run.add_argument("rest", nargs=argparse.REMAINDER, help="the technique's options")
+    run.set_defaults(handler=cmd_run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], None] = args.handler
+    handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
-        handler(args)
+        return handler(args) or 0
     except UsageError as error:
         error_console.print(
             f"compress {args.command}: error: {error}", highlight=False, soft_wrap=True
         )
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-MEASURED = ("params", "trainable_params", "nonzero_params", "macs", "flops", "serialized_bytes",
-            "peak_memory_bytes", "latency_ms")  # fmt: skip
+MEASURED = (
+    "params",
+    "trainable_params",
+    "nonzero_params",
+    "macs",
+    "flops",
+    "serialized_bytes",
+    "peak_memory_bytes",
+    "latency_ms",
+)
 ESTIMATED = ("activation_bytes",)
 
 

@@ -68,3 +68,46 @@ PROFILE_CAPTION = (
 
 console = Console()
 error_console = Console(stderr=True)
+
+
+RUN_ROWS: tuple[tuple[str, str], ...] = (
+    ("Params", "params"),
+    ("Mult-Adds", "macs"),
+    ("FLOPs", "flops"),
+    ("Activations (est.)", "activation_bytes"),
+    ("Checkpoint size", "serialized_bytes"),
+    ("Latency (batch 1)", "latency_ms"),
+    ("Best top-1", "best_val_acc"),
+    ("Final top-1", "final_val_acc"),
+    ("Train time", "train_time_s"),
+)
+
+
+def _run_cell(metrics: dict, field: str) -> str:
+    value = metrics.get(field)
+    if value is None:
+        return "n/a"
+    if field == "params":
+        return f"{si(value)} ({value:,})"
+    if field in ("macs", "flops"):
+        return si(value)
+    if field.endswith("_bytes"):
+        return mebibytes(value)
+    if field == "latency_ms":
+        return f"{value:.2f} ms ({metrics['device']}, {metrics['threads']} thr)"
+    if field == "best_val_acc":
+        return f"{100 * value:.2f}% (epoch {metrics['best_epoch']})"
+    if field == "final_val_acc":
+        return f"{100 * value:.2f}%"
+    return f"{value:.1f} s"
+
+
+def run_table(columns: Sequence[tuple[str, dict]]) -> Table:
+    """A finished run next to its reference: costs and top-1 on the held-out split."""
+    table = Table(title="Result (top-1 on the held-out test split)")
+    table.add_column("")
+    for title, _ in columns:
+        table.add_column(title, justify="right")
+    for label, field in RUN_ROWS:
+        table.add_row(label, *(_run_cell(metrics, field) for _, metrics in columns))
+    return table

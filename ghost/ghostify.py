@@ -106,8 +106,12 @@ def ghostify(model: nn.Module, s: int = 2, d: int = 3, keep_first: bool = True) 
             )
             report.changed.append(
                 GhostifiedLayer(
-                    name, conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                    conv.stride[0], relu,
+                    name,
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size[0],
+                    conv.stride[0],
+                    relu,
                 )
-            )  # fmt: skip
+            )
     return report

@@ -76,10 +76,24 @@ def layer_ratios(model: nn.Module, report: GhostifyReport, input_size: int) -> l
     rows = []
     for layer in report.changed:
         shape = (1, *shapes[layer.name][1:])
-        conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                         layer.kernel_size // 2, bias=False, device="meta")  # fmt: skip
-        ghost = GhostModule(layer.in_channels, layer.out_channels, layer.kernel_size, report.s,
-                            report.d, layer.stride, layer.relu).to("meta")  # fmt: skip
+        conv = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.kernel_size // 2,
+            bias=False,
+            device="meta",
+        )
+        ghost = GhostModule(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            report.s,
+            report.d,
+            layer.stride,
+            layer.relu,
+        ).to("meta")
         inputs = torch.empty(shape, device="meta")
         output = conv(inputs)
         rows.append(

@@ -1,0 +1,146 @@
+"""Training images/s of compress's engine against a naive loop, same machine, same run.
+
+Naive: torchvision ``DataLoader`` over PIL images with PIL transforms (random crop with
+4px padding, flip, [resize], to-tensor, normalise) feeding eager fp32 timm
+``ghostnet_100``. Engine: the whole split as uint8 on the device, batched augmentation
+there, and the engine's defaults, training this repo's GhostNet (the same network).
+
+    python bench/train_throughput.py --size 32 --steps 20
+    python bench/train_throughput.py --size 224 --steps 3 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import timm
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from compress.data import Dataset, load_dataset, make_synthetic
+from compress.engine import TrainConfig, Trainer
+from compress.registry import create_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+class PILImages(torch.utils.data.Dataset):
+    """uint8 NCHW images served one at a time as PIL, the way torchvision's CIFAR10 does."""
+
+    def __init__(self, data: Dataset, transform: transforms.Compose) -> None:
+        self.images = data.train_x.permute(0, 2, 3, 1).numpy()
+        self.labels = data.train_y.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def naive(data: Dataset, args: argparse.Namespace, device: torch.device) -> float:
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+    if args.size != 32:
+        steps.append(transforms.Resize(args.size))
+    steps += [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)]
+    loader = DataLoader(
+        PILImages(data, transforms.Compose(steps)),
+        args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
+    )
+    model = timm.create_model("ghostnet_100", num_classes=10).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=1e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    model.train()
+    seen, start = 0, 0.0
+    batches = iter(loader)
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            sync(device)
+            start = time.perf_counter()
+        images, labels = next(batches)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(labels) if step >= args.warmup else 0
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def engine(data: Dataset, args: argparse.Namespace, device: torch.device) -> float:
+    config = TrainConfig(
+        batch_size=args.batch_size,
+        device=str(device),
+        input_size=args.size,
+        epochs=1,
+        amp=args.amp,
+        compile=args.compile,
+    )
+    torch.manual_seed(0)
+    model = create_model("ghostnet", num_classes=10)
+    trainer = Trainer(model, data, config, torch.Generator().manual_seed(0))
+    progress = Progress(disable=True)
+    task = progress.add_task("", total=1)
+    warm = dataclasses.replace(data, train_x=data.train_x[: args.warmup * args.batch_size])
+    if args.warmup:
+        Trainer(model, warm, config, torch.Generator()).train_epoch(progress, task)
+    return trainer.train_epoch(progress, task)["images_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=32, help="input size (32 or 224)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=2, help="naive loader worker processes")
+    parser.add_argument("--amp", action="store_true", help="engine with bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="engine with torch.compile")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    source = load_dataset("cifar10", SHARED) if SHARED.is_dir() else make_synthetic(5000, 10, 10)
+    need = (args.warmup + args.steps) * args.batch_size
+    data = dataclasses.replace(source, train_x=source.train_x[:need], train_y=source.train_y[:need])
+    if len(data.train_x) < need:
+        raise SystemExit(f"need {need} images, have {len(data.train_x)}: fewer --steps")
+    naive_rate = naive(data, args, device)
+    engine_rate = engine(data, args, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    table = Table(title=f"GhostNet training throughput, {args.size}px, batch {args.batch_size}")
+    for column in ("device", "threads", "naive img/s", "engine img/s", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        name,
+        str(torch.get_num_threads()),
+        f"{naive_rate:.0f}",
+        f"{engine_rate:.0f}",
+        f"{engine_rate / naive_rate:.2f}x",
+    )
+    Console().print(table)
+    print(f"ratio {engine_rate / naive_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()

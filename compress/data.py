@@ -1,0 +1,302 @@
+"""Data sets as whole uint8 tensors, and a loader that augments batches on the device.
+
+The training split lives on the training device as one ``(N, C, H, W)`` uint8 tensor;
+each epoch draws a fresh permutation and every augmentation (random crop with padding,
+horizontal flip, optional cutout) is done on whole batches there. No per-image PIL work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from compress.errors import UsageError
+
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
+# Channel means and standard deviations of the training splits, in [0, 1] units.
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+@dataclass
+class Dataset:
+    """A train and a test split as uint8 ``(N, 3, H, W)`` tensors with int64 labels."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    mirror_invariant: bool = True  # may augmentation flip images left-right?
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+
+def _from_hwc(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(
+        y.astype(np.int64)
+    )
+
+
+def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    pixels = x.float().div(255).transpose(0, 1).reshape(x.shape[1], -1)
+    return tuple(pixels.mean(1).tolist()), tuple(pixels.std(1).clamp_min(1e-3).tolist())
+
+
+def default_data_dir() -> Path:
+    """``$COMPRESS_DATA``, else the user's cache directory."""
+    if os.environ.get("COMPRESS_DATA"):
+        return Path(os.environ["COMPRESS_DATA"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "compress"
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's bundled 8x8 digits, upscaled to 32x32 RGB; a fixed stratified split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16
+    images = F.interpolate(images, size=32, mode="bilinear", align_corners=False)
+    images = images.clamp(0, 1).mul(255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.2, random_state=0, stratify=digits.target
+    )
+    train_x = images[train_idx].contiguous()
+    mean, std = _stats(train_x)
+    return Dataset(
+        "digits",
+        train_x,
+        labels[train_idx],
+        images[test_idx].contiguous(),
+        labels[test_idx],
+        10,
+        mean,
+        std,
+        mirror_invariant=False,
+    )
+
+
+def make_synthetic(
+    train_size: int = 512, test_size: int = 128, num_classes: int = 4, seed: int = 0
+) -> Dataset:
+    """Learnable random data for tests: one noisy colour pattern per class."""
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand(num_classes, 3, 8, 8, generator=generator)
+    prototypes = F.interpolate(prototypes, size=32, mode="nearest")
+
+    def draw(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, num_classes, (count,), generator=generator)
+        noise = torch.randn(count, 3, 32, 32, generator=generator) * 0.15
+        images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
+        return images, labels
+
+    train_x, train_y = draw(train_size)
+    test_x, test_y = draw(test_size)
+    mean, std = _stats(train_x)
+    return Dataset("synthetic", train_x, train_y, test_x, test_y, num_classes, mean, std)
+
+
+def _load_shards(directory: Path) -> tuple[torch.Tensor, ...] | None:
+    """Train/test tensors from ``*train*.npz`` and ``*test*.npz`` shards, if any are there."""
+    train = sorted(directory.glob("*train*.npz"))
+    test = sorted(directory.glob("*test*.npz"))
+    if not train or not test:
+        return None
+
+    def read(files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for file in files:
+            try:
+                with np.load(file) as shard:
+                    x, y = shard["x"], shard["y"]
+            except (OSError, KeyError, ValueError) as error:
+                raise UsageError(f"cannot read shard {file}: {error}") from None
+            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or len(x) != len(y):
+                raise UsageError(f"shard {file} must hold uint8 x (N, H, W, 3) and y (N,)")
+            xs.append(x)
+            ys.append(y)
+        return _from_hwc(np.concatenate(xs), np.concatenate(ys))
+
+    return (*read(train), *read(test))
+
+
+def _load_torchvision_cifar(name: str, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
+    """CIFAR through torchvision, decoded once into ``root/NAME-uint8.npz``."""
+    cache = root / f"{name}-uint8.npz"
+    if cache.exists():
+        try:
+            with np.load(cache) as arrays:
+                return (
+                    *_from_hwc(arrays["train_x"], arrays["train_y"]),
+                    *_from_hwc(arrays["test_x"], arrays["test_y"]),
+                )
+        except (OSError, KeyError, ValueError) as error:
+            raise UsageError(f"corrupted data cache {cache} ({error}); delete it") from None
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except RuntimeError as error:  # torchvision says "Dataset not found or corrupted"
+        raise UsageError(
+            f"{name} is not in {root} and could not be downloaded ({error}); pass "
+            f"--data-dir with the data or a directory of .npz shards, or use --dataset digits"
+        ) from None
+    except OSError as error:  # no network
+        raise UsageError(
+            f"{name} could not be downloaded ({error}); pass --data-dir with .npz shards "
+            f"or use --dataset digits, which is bundled"
+        ) from None
+    arrays = {
+        "train_x": train.data,
+        "train_y": np.asarray(train.targets, dtype=np.uint8),
+        "test_x": test.data,
+        "test_y": np.asarray(test.targets, dtype=np.uint8),
+    }
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(cache)
+    return (
+        *_from_hwc(arrays["train_x"], arrays["train_y"]),
+        *_from_hwc(arrays["test_x"], arrays["test_y"]),
+    )
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+    """Load a data set by name; ``data_dir`` may hold torchvision's files or ``.npz`` shards."""
+    if name == "digits":
+        return load_digits()
+    if name == "synthetic":
+        return make_synthetic()
+    if name not in ("cifar10", "cifar100"):
+        raise UsageError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    root = Path(data_dir) if data_dir else default_data_dir()
+    if data_dir and not root.is_dir():
+        raise UsageError(f"data directory {root} does not exist")
+    tensors = _load_shards(root) if root.is_dir() else None
+    if tensors is None:
+        root.mkdir(parents=True, exist_ok=True)
+        tensors = _load_torchvision_cifar(name, root, download)
+    train_x, train_y, test_x, test_y = tensors
+    classes = 10 if name == "cifar10" else 100
+    if int(train_y.max()) >= classes:
+        raise UsageError(f"labels in {root} go up to {int(train_y.max())}, not {name}'s")
+    mean, std = NORMALIZATION[name]
+    return Dataset(name, train_x, train_y, test_x, test_y, classes, mean, std)
+
+
+def subset(data: Dataset, train_size: int | None, test_size: int | None = None) -> Dataset:
+    """The first ``train_size`` / ``test_size`` images, for quick runs."""
+    return dataclasses.replace(
+        data,
+        train_x=data.train_x[:train_size],
+        train_y=data.train_y[:train_size],
+        test_x=data.test_x[:test_size],
+        test_y=data.test_y[:test_size],
+    )
+
+
+class DeviceLoader:
+    """Batches of one split, held on ``device``, augmented there.
+
+    Training batches all have ``batch_size`` images (the last partial batch is dropped)
+    so shapes stay fixed for cuDNN autotuning and graph capture.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        train: bool,
+        generator: torch.Generator | None = None,
+        crop_padding: int = 4,
+        flip: bool = True,
+        cutout: int = 0,
+    ) -> None:
+        if train and batch_size > len(images):
+            raise UsageError(
+                f"batch size {batch_size} is larger than the {len(images)} training images"
+            )
+        self.images = images.to(device, non_blocking=True)
+        self.labels = labels.to(device, non_blocking=True)
+        self.batch_size = batch_size
+        self.device = device
+        self.train = train
+        self.generator = generator
+        self.crop_padding = crop_padding if train else 0
+        self.flip = flip and train
+        self.cutout = cutout if train else 0
+
+    def __len__(self) -> int:
+        count = len(self.images)
+        return count // self.batch_size if self.train else -(-count // self.batch_size)
+
+    def _random(self, *shape: int, high: int) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=self.generator).to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.images)
+        if self.train:
+            order = torch.randperm(count, generator=self.generator).to(self.device)
+        else:
+            order = torch.arange(count, device=self.device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            images = self.images[index]
+            if self.train:
+                images = self.augment(images)
+            yield images, self.labels[index]
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Random crop from a zero-padded image, horizontal flip and cutout, batched."""
+        batch, channels, height, width = images.shape
+        if self.crop_padding:
+            pad = self.crop_padding
+            padded = F.pad(images, (pad, pad, pad, pad))
+            dy = self._random(batch, 1, high=2 * pad + 1)
+            dx = self._random(batch, 1, high=2 * pad + 1)
+            rows = (torch.arange(height, device=self.device) + dy)[:, None, :, None]
+            cols = (torch.arange(width, device=self.device) + dx)[:, None, None, :]
+            samples = torch.arange(batch, device=self.device)[:, None, None, None]
+            planes = torch.arange(channels, device=self.device)[None, :, None, None]
+            images = padded[samples, planes, rows, cols]
+        if self.flip:
+            flip = self._random(batch, 1, 1, 1, high=2).bool()
+            images = torch.where(flip, images.flip(3), images)
+        if self.cutout:
+            cy = self._random(batch, 1, 1, high=height)
+            cx = self._random(batch, 1, 1, high=width)
+            ys = torch.arange(height, device=self.device)[None, :, None]
+            xs = torch.arange(width, device=self.device)[None, None, :]
+            half = self.cutout // 2
+            hole = ((ys - cy).abs() <= half) & ((xs - cx).abs() <= half)
+            images = images.masked_fill(hole[:, None], 0)
+        return images
+
+
+def prepare(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 batch -> normalised float, resized to ``size`` on the device if needed."""
+    x = images.float().div_(255).sub_(mean).div_(std)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x

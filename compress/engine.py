@@ -1,0 +1,341 @@
+"""The training engine: one loop for every technique, on CPU and GPU.
+
+Data stays on the device (``compress.data.DeviceLoader``); the loop syncs with the host
+only to refresh the progress bar and at the end of an epoch. Each completed epoch is a
+checkpoint, so Ctrl-C loses at most the epoch under way and ``resume`` continues
+bit-for-bit on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from compress.data import Dataset, DeviceLoader, prepare
+from compress.errors import UsageError
+from compress.options import Options, option
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "multistep", "onecycle")
+
+
+@dataclass
+class TrainConfig(Options):
+    """How to train: the same options for every technique."""
+
+    epochs: int = option(8, "training epochs", low=1)
+    batch_size: int = option(128, "images per step", low=1)
+    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "peak learning rate", low=0, low_open=True, search=("log", 1e-4, 1e-1))
+    momentum: float = option(0.9, "SGD momentum", low=0, high=1, high_open=True)
+    nesterov: bool = option(False, "Nesterov momentum for SGD")
+    weight_decay: float = option(1e-4, "weight decay", low=0)
+    schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
+    milestones: str = option("0.5,0.75", "multistep: epochs fractions where lr drops")
+    gamma: float = option(0.1, "multistep: lr factor at each milestone", low=0, low_open=True)
+    warmup_epochs: float = option(0.0, "linear warm-up length in epochs", low=0)
+    label_smoothing: float = option(0.0, "label smoothing", low=0, high=1, high_open=True)
+    grad_clip: float = option(0.0, "clip the gradient norm to this (0: off)", low=0)
+    bn_momentum: float | None = option(
+        0.1,
+        "momentum of every BatchNorm, one value for all models (torchvision's MobileNetV3 "
+        "ships 0.01, whose statistics lag far behind on short runs); none keeps each model's",
+        low=0,
+        high=1,
+    )
+    seed: int = option(0, "seed of weights, data order and augmentation", low=0)
+    augment: bool = option(True, "random crop (4px padding), and flips where labels allow")
+    cutout: int = option(0, "cutout square side in pixels (0: off)", low=0)
+    input_size: int | None = option(None, "resize inputs on the device (default: native)", low=8)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = option(False, "bf16 autocast on CUDA")
+    channels_last: bool | None = option(
+        None, "channels-last memory format (default: on for CPU, 2x faster there; off on CUDA)"
+    )
+    compile: bool = option(False, "torch.compile the model")
+    cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest kernels (CUDA)")
+
+    def check(self) -> None:
+        if self.warmup_epochs > self.epochs:
+            raise UsageError("--warmup-epochs cannot exceed --epochs")
+        try:
+            fractions = self.milestone_fractions()
+        except ValueError:
+            raise UsageError(
+                f"--milestones must be fractions like 0.5,0.75, got {self.milestones!r}"
+            ) from None
+        if any(not 0 < f < 1 for f in fractions):
+            raise UsageError("--milestones must lie strictly between 0 and 1")
+
+    def milestone_fractions(self) -> list[float]:
+        return [float(part) for part in self.milestones.split(",") if part.strip()]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present; asking for CUDA without it is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: the last completed epoch is checkpointed."""
+
+    def __init__(self, epochs_done: int) -> None:
+        super().__init__(f"interrupted after {epochs_done} completed epochs")
+        self.epochs_done = epochs_done
+        self.run_dir: object = None
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds to continue exactly where training stopped."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    rng_cpu: torch.Tensor | None = None
+    rng_data: torch.Tensor | None = None
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule, stepped once per batch, after a linear warm-up when asked."""
+    sched = torch.optim.lr_scheduler
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        return sched.OneCycleLR(
+            optimizer, config.lr, total_steps=total, pct_start=warmup / total if warmup else 0.3
+        )
+    main_steps = max(1, total - warmup)
+    if config.schedule == "cosine":
+        main = sched.CosineAnnealingLR(optimizer, main_steps)
+    elif config.schedule == "multistep":
+        marks = [round(f * total) - warmup for f in config.milestone_fractions()]
+        main = sched.MultiStepLR(optimizer, [m for m in marks if m > 0], config.gamma)
+    else:
+        main = sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if not warmup:
+        return main
+    ramp = sched.LinearLR(optimizer, start_factor=1e-2, total_iters=warmup)
+    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+EpochCallback = Callable[[nn.Module, TrainState], None]
+LossTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Trainer:
+    """The per-step work of a run: device placement, batches, precision and the update."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        config: TrainConfig,
+        generator: torch.Generator,
+        extra_loss: LossTerm | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = config.cudnn_benchmark
+        channels_last = config.channels_last
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device=self.device, memory_format=self.memory_format)
+        if config.bn_momentum is not None:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.momentum = config.bn_momentum
+        self.step_model = torch.compile(model) if config.compile else model
+        self.size = config.input_size or data.image_size
+        self.mean = torch.tensor(data.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(data.std, device=self.device).view(1, 3, 1, 1)
+        self.train_loader = DeviceLoader(
+            data.train_x,
+            data.train_y,
+            config.batch_size,
+            self.device,
+            train=True,
+            generator=generator,
+            crop_padding=4 if config.augment else 0,
+            flip=config.augment and data.mirror_invariant,
+            cutout=config.cutout,
+        )
+        self.test_loader = DeviceLoader(
+            data.test_x, data.test_y, max(config.batch_size, 256), self.device, train=False
+        )
+        self.optimizer = build_optimizer(model, config)
+        self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.extra_loss = extra_loss
+        self.use_amp = config.amp and self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        x = prepare(images, self.mean, self.std, self.size)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def train_epoch(self, progress: Progress, task: Any) -> dict[str, float]:
+        """One pass over the training split; syncs with the host ~20 times for the bar."""
+        self.step_model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, refresh_every = 0, max(1, len(self.train_loader) // 20)
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        for step, (images, labels) in enumerate(self.train_loader):
+            inputs = self.inputs(images)
+            with self.autocast():
+                logits = self.step_model(inputs)
+                loss = self.criterion(logits.float(), labels)
+                if self.extra_loss is not None:
+                    loss = loss + self.extra_loss(inputs, logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += len(labels)
+            if (step + 1) % refresh_every == 0:
+                running = loss_sum.item() / seen
+                if not math.isfinite(running):
+                    break
+                rate = seen / (time.perf_counter() - start)
+                stats = f"loss {running:.4f} acc {correct.item() / seen:.3f} {rate:.0f} img/s"
+                progress.update(task, completed=step + 1, stats=stats)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"the training loss became {train_loss} (lower --lr?)")
+        return {
+            "train_loss": train_loss,
+            "train_acc": correct.item() / seen,
+            "lr": lr,
+            "time_s": elapsed,
+            "images_per_s": seen / elapsed,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """(mean cross-entropy, top-1 accuracy) over the whole test split."""
+        self.step_model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for images, labels in self.test_loader:
+            with self.autocast():
+                logits = self.step_model(self.inputs(images))
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+        count = len(self.test_loader.images)
+        return loss_sum.item() / count, correct.item() / count
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    state: TrainState | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    console: Console | None = None,
+    extra_loss: LossTerm | None = None,
+) -> TrainState:
+    """Train ``model`` in place for ``config.epochs``, continuing from ``state`` if given.
+
+    ``on_epoch_end(model, state)`` runs after every completed epoch (checkpointing);
+    ``extra_loss(inputs, logits, labels)`` adds a training-time term (e.g. distillation).
+    Ctrl-C raises ``TrainingInterrupted``; a NaN/inf loss raises ``TrainingDiverged``.
+    """
+    state = state or TrainState()
+    console = console or Console(stderr=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    if state.rng_data is not None:
+        generator.set_state(state.rng_data)
+    if state.rng_cpu is not None:
+        torch.set_rng_state(state.rng_cpu)
+    trainer = Trainer(model, data, config, generator, extra_loss)
+    if state.optimizer is not None:
+        trainer.optimizer.load_state_dict(state.optimizer)
+        trainer.scheduler.load_state_dict(state.scheduler)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    try:
+        with progress:
+            for epoch in range(state.epoch, config.epochs):
+                name = f"epoch {epoch + 1}/{config.epochs}"
+                task = progress.add_task(name, total=len(trainer.train_loader), stats="")
+                record = {"epoch": epoch + 1, **trainer.train_epoch(progress, task)}
+                record["val_loss"], record["val_acc"] = trainer.evaluate()
+                progress.remove_task(task)
+                console.print(
+                    f"{name}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
+                    f"  val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}"
+                    f"  {record['images_per_s']:.0f} img/s",
+                    highlight=False,
+                )
+                state.history.append(record)
+                state.epoch = epoch + 1
+                state.optimizer = trainer.optimizer.state_dict()
+                state.scheduler = trainer.scheduler.state_dict()
+                state.rng_cpu = torch.get_rng_state()
+                state.rng_data = generator.get_state()
+                if on_epoch_end:
+                    on_epoch_end(model, state)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(state.epoch) from None
+    return state

@@ -1,0 +1,171 @@
+"""`compress run` in real processes: the default job, records, Ctrl-C and resume, bad input."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from compress.registry import create_model
+
+QUICK = ["--dataset", "synthetic", "--epochs", "5", "--batch-size", "64"]
+
+
+def compress(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "compress.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def only_run_dir(root: Path) -> Path:
+    (run_dir,) = [p for p in root.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_the_default_ghost_run_learns_digits_and_writes_a_complete_record(tmp_path):
+    result = compress("run", "ghost", "--s", "2", "--d", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Best top-1" in result.stdout and "Mult-Adds" in result.stdout
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert run_dir.name.startswith("ghost-ghostnet-s2d3-digits-")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs_done"] == 8
+    assert metrics["best_val_acc"] >= 0.9  # 95.6% on the reference machine
+    assert metrics["macs"] == 5_539_376 and metrics["params"] == 3_914_318
+    assert len(metrics["history"]) == 8 and metrics["history"][0]["epoch"] == 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["techniques"] == [
+        {
+            "name": "ghost",
+            "options": {
+                "model": "ghostnet",
+                "backbone": None,
+                "width": 1.0,
+                "s": 2,
+                "d": 3,
+                "keep_first": True,
+                "cifar_strides": False,
+            },
+        }
+    ]
+    assert config["train"]["optimizer"] == "adam" and config["data"]["dataset"] == "digits"
+    assert config["versions"]["torch"] == torch.__version__.split("+")[0] or config["versions"]
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 8
+    model = create_model("ghostnet", num_classes=10)
+    model.load_state_dict(load_file(run_dir / "model.safetensors"))
+    for name in ("accuracy.png", "loss.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_json_output_and_the_reference_column(tmp_path):
+    base = compress("run", "baseline", "--model", "resnet20", *QUICK, "--epochs", "1", cwd=tmp_path)
+    assert base.returncode == 0, base.stderr
+    ghost = compress(
+        "run", "ghost", "--backbone", "resnet20", *QUICK, "--epochs", "1", cwd=tmp_path
+    )
+    assert ghost.returncode == 0, ghost.stderr
+    assert "reference: resnet20" in ghost.stdout
+    as_json = compress(
+        "run", "ghost", "--backbone", "resnet20", *QUICK, "--epochs", "1", "--json", cwd=tmp_path
+    )
+    record = json.loads(as_json.stdout)
+    assert record["status"] == "completed" and record["macs"] == 21_270_784
+    assert Path(tmp_path / record["run_dir"]).is_dir() and "history" not in record
+
+
+def wait_for(pattern: str, root: Path, process: subprocess.Popen, limit: float = 300) -> None:
+    deadline = time.monotonic() + limit
+    while not list(root.glob(pattern)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_does(tmp_path):
+    args = ["run", "baseline", "--model", "resnet20", *QUICK, "--device", "cpu"]
+    straight = compress(*args, "--out", "straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compress.cli", *args, "--out", "cut"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for("*/checkpoint.pt", tmp_path / "cut", process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    run_dir = only_run_dir(tmp_path / "cut")
+    interrupted = json.loads((run_dir / "metrics.json").read_text())
+    assert interrupted["status"] == "interrupted" and interrupted["epochs_done"] < 5
+
+    resumed = compress("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads((only_run_dir(tmp_path / "straight") / "metrics.json").read_text())
+    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    assert [[r[k] for k in keys] for r in final["history"]] == [
+        [r[k] for k in keys] for r in expected["history"]
+    ]
+    weights = load_file(run_dir / "model.safetensors")
+    reference = load_file(only_run_dir(tmp_path / "straight") / "model.safetensors")
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "ghost", "--dataset", "imagenet"], "--dataset must be one of"),
+        (["run", "ghost", "--batch-size", "5000"], "larger than the 1437 training images"),
+        (["run", "ghost", "--device", "cuda"], "no CUDA device"),
+        (["run", "ghost", "--s", "1"], "--s must be >= 2"),
+        (["run", "ghost", "--d", "4"], "cheap kernel d must be a positive odd integer"),
+        (["run", "prune2"], "unknown technique 'prune2'"),
+        (["run", "baseline", "--model", "resnet21"], "did you mean resnet32, resnet20"),
+        (["run", "ghost", "--epochs", "zero"], "invalid int value: 'zero'"),
+        (["run", "ghost", "--resume", "nowhere"], "nowhere/config.json does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    result = compress(*args, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_refuses_a_corrupted_checkpoint_and_other_options(tmp_path):
+    result = compress(
+        "run",
+        "baseline",
+        "--model",
+        "resnet20",
+        *QUICK,
+        "--epochs",
+        "1",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path / "out")
+    (run_dir / "checkpoint.pt").write_bytes(b"\x00broken")
+    broken = compress("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
+    assert broken.returncode == 2 and "checkpoint.pt is corrupted" in broken.stderr
+    extra = compress("run", "baseline", "--resume", str(run_dir), "--lr", "0.1", cwd=tmp_path)
+    assert extra.returncode == 2 and "drop --lr" in extra.stderr
+    other = compress("run", "ghost", "--resume", str(run_dir), cwd=tmp_path)
+    assert other.returncode == 2 and "is a baseline run, not ghost" in other.stderr

@@ -1,0 +1,159 @@
+import pytest
+import torch
+from torch import nn
+
+from compress.data import make_synthetic
+from compress.engine import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainState,
+    build_optimizer,
+    build_scheduler,
+    train,
+)
+from compress.errors import UsageError
+
+
+def tiny_net(num_classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+
+
+def config(**overrides) -> TrainConfig:
+    values = {"epochs": 3, "batch_size": 32, "device": "cpu", "lr": 3e-3, "augment": False}
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_training_learns_synthetic_data_and_records_history():
+    data = make_synthetic()
+    state = train(tiny_net(), data, config())
+    assert [r["epoch"] for r in state.history] == [1, 2, 3]
+    assert state.history[-1]["val_acc"] > 0.8  # chance is 0.25
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+    assert all(r["images_per_s"] > 0 and r["time_s"] > 0 for r in state.history)
+    assert set(state.history[0]) == {
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "lr",
+        "time_s",
+        "images_per_s",
+        "val_loss",
+        "val_acc",
+    }
+
+
+def without_times(history):
+    return [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in history]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted():
+    data = make_synthetic()
+    straight = tiny_net()
+    reference = train(straight, data, config(epochs=4))
+
+    saved = {}
+
+    def stop_after_two(model, state):
+        saved["model"] = {k: v.clone() for k, v in model.state_dict().items()}
+        saved["state"] = TrainState(**{**state.__dict__, "history": list(state.history)})
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    first = tiny_net()
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(first, data, config(epochs=4), on_epoch_end=stop_after_two)
+    assert stop.value.epochs_done == 2
+
+    torch.manual_seed(123)  # resume must not depend on the global RNG left behind
+    resumed = tiny_net()
+    resumed.load_state_dict(saved["model"])
+    final = train(resumed, data, config(epochs=4), state=saved["state"])
+    assert without_times(final.history) == without_times(reference.history)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_net()
+
+    def forward(self, x):
+        return self.net(x) * float("nan")
+
+
+def test_nan_loss_stops_the_run():
+    with pytest.raises(TrainingDiverged, match="nan"):
+        train(Exploding(), make_synthetic(), config(epochs=1))
+
+
+def lrs(schedule: str, steps: int = 10, **overrides) -> list[float]:
+    cfg = config(epochs=10, schedule=schedule, lr=1.0, **overrides)
+    optimizer = build_optimizer(nn.Linear(1, 1), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=1)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_schedules_are_stepped_per_batch():
+    assert lrs("constant") == [1.0] * 10
+    assert lrs("multistep") == [1.0] * 5 + [0.1] * 3 + [pytest.approx(0.01)] * 2
+    cosine = lrs("cosine")
+    assert cosine[0] == 1.0 and cosine[5] == pytest.approx(0.5) and cosine[-1] < 0.03
+    warm = lrs("cosine", warmup_epochs=2)
+    assert warm[0] == pytest.approx(0.01) and warm[1] == pytest.approx(0.505) and warm[2] == 1.0
+    onecycle = lrs("onecycle")
+    assert onecycle.index(max(onecycle)) == 2 and max(onecycle) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"epochs": 0}, "--epochs must be >= 1"),
+        ({"lr": 0.0}, "--lr must be > 0"),
+        ({"optimizer": "rmsprop"}, "--optimizer must be one of"),
+        ({"milestones": "0.5,1.5"}, "strictly between 0 and 1"),
+        ({"warmup_epochs": 5.0, "epochs": 2}, "cannot exceed"),
+        ({"label_smoothing": 1.0}, "--label-smoothing must be < 1"),
+    ],
+)
+def test_bad_training_options(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        config(**overrides)
+
+
+def test_sgd_and_adamw():
+    sgd = build_optimizer(nn.Linear(2, 2), config(optimizer="sgd", nesterov=True, lr=0.1))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    assert isinstance(
+        build_optimizer(nn.Linear(2, 2), config(optimizer="adamw")), torch.optim.AdamW
+    )
+
+
+def test_presets_fill_in_and_explicit_options_win():
+    from compress.cli import run_spec, technique_parser
+
+    args = ["--preset", "paper", "--epochs", "3", "--s", "4"]
+    spec = run_spec("ghost", technique_parser("ghost").parse_args(args))
+    assert (spec.train.optimizer, spec.train.lr, spec.train.schedule) == ("sgd", 0.1, "multistep")
+    assert spec.train.epochs == 3 and spec.options.s == 4 and spec.data.dataset == "cifar10"
+    seed = run_spec("baseline", technique_parser("baseline").parse_args(["--preset", "seed"]))
+    assert (seed.train.optimizer, seed.train.lr, seed.train.epochs) == ("adam", 1e-3, 30)
+    default = run_spec("ghost", technique_parser("ghost").parse_args(["--bn-momentum", "none"]))
+    assert default.train.bn_momentum is None and default.data.dataset == "digits"
