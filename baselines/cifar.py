@@ -115,6 +115,13 @@ class CifarResNet(nn.Module):
         self.flatten = nn.Flatten(1)
         self.fc = nn.Linear(channels, num_classes)
 
+    def pruning_protected(self) -> list[nn.Module]:
+        """Layers writing the residual stream: option-A shortcuts pad channels with zeros,
+        which channel pruners cannot trace, so only each block's inner width is pruned
+        (as Li et al. did for ResNet-56)."""
+        blocks = [block for stage in (self.layer1, self.layer2, self.layer3) for block in stage]
+        return [self.conv1, *(block.conv2 for block in blocks)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))

@@ -2,5 +2,6 @@
 
 from compress.measure import ModelProfile, profile_model
 from compress.registry import create_model, list_models, register_model
+from compress.runner import run
 
-__all__ = ["ModelProfile", "create_model", "list_models", "profile_model", "register_model"]
+__all__ = ["ModelProfile", "create_model", "list_models", "profile_model", "register_model", "run"]

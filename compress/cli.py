@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -11,15 +12,16 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from compress import runs
+from compress import runner, runs
 from compress.engine import TrainConfig, TrainingDiverged, TrainingInterrupted, resolve_device
 from compress.errors import UsageError
 from compress.measure import ESTIMATED, MEASURED, profile_model
-from compress.options import add_arguments, from_values, given
+from compress.options import add_arguments, flag
+from compress.options import given as given_options
 from compress.registry import create_model, get_entry, list_models
 from compress.reports import console, error_console, profile_table, run_table
 from compress.runner import PRESETS, DataConfig, RunSpec
-from compress.techniques import get_technique, list_techniques
+from compress.techniques import get_technique, list_techniques, parse_composition
 
 
 def positive_int(text: str) -> int:
@@ -69,6 +71,22 @@ def cmd_profile(args: argparse.Namespace) -> None:
         console.print(profile_table(args.models, profiles))
 
 
+def cmd_list(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    table = Table(title="Techniques (compose them: compress run ghost+prune)")
+    for column in ("technique", "stage", "what it does", "options"):
+        table.add_column(column)
+    for name in list_techniques():
+        technique = get_technique(name)
+        options = "\n".join(
+            f"{flag(f.name)} ({f.default}): {f.metadata['help']}"
+            for f in dataclasses.fields(technique.config_cls)
+        )
+        table.add_row(name, technique.stage, technique.summary, options)
+    console.print(table)
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from rich.table import Table
 
@@ -97,11 +115,18 @@ class OneLineParser(argparse.ArgumentParser):
 RUN_SETTINGS = ("preset", "out", "resume", "json")
 
 
-def technique_parser(name: str) -> argparse.ArgumentParser:
-    """The options of ``compress run NAME``, made from the technique's config dataclass."""
-    technique = get_technique(name)
-    parser = OneLineParser(prog=f"compress run {name}", description=technique.summary)
-    add_arguments(parser, technique.config_cls, f"{name} options")
+def technique_parser(composition: str) -> argparse.ArgumentParser:
+    """The options of ``compress run A+B``, made from the techniques' config dataclasses."""
+    names = parse_composition(composition)
+    parser = OneLineParser(prog=f"compress run {composition}")
+    seen: dict[str, str] = {}
+    for name in names:
+        technique = get_technique(name)
+        for field in dataclasses.fields(technique.config_cls):
+            if field.name in seen:
+                raise UsageError(f"{seen[field.name]} and {name} both declare --{field.name}")
+            seen[field.name] = name
+        add_arguments(parser, technique.config_cls, f"{name}: {technique.summary}")
     add_arguments(parser, DataConfig, "data")
     add_arguments(parser, TrainConfig, "training")
     group = parser.add_argument_group("run")
@@ -116,30 +141,22 @@ def technique_parser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_spec(technique_name: str, parsed: argparse.Namespace) -> RunSpec:
+def run_spec(composition: str, parsed: argparse.Namespace) -> RunSpec:
     """The run a command line asks for: defaults, then the preset, then explicit options."""
-    technique = get_technique(technique_name)
+    names = parse_composition(composition)
     if parsed.resume:
         extra = [k for k, v in vars(parsed).items() if v is not None and k not in RUN_SETTINGS]
         if extra:
             raise UsageError(f"--resume continues a run with its own options; drop --{extra[0]}")
         spec = RunSpec.from_record(runs.read_json(Path(parsed.resume) / runs.CONFIG))
-        if spec.technique != technique.name:
-            raise UsageError(f"{parsed.resume} is a {spec.technique} run, not {technique.name}")
+        if [use.name for use in spec.uses] != names:
+            raise UsageError(f"{parsed.resume} is a {spec.name} run, not {'+'.join(names)}")
         return spec
-    preset = PRESETS.get(parsed.preset, {})
-    return RunSpec(
-        technique.name,
-        from_values(technique.config_cls, given(parsed, technique.config_cls)),
-        from_values(DataConfig, preset.get("data", {}), given(parsed, DataConfig)),
-        from_values(TrainConfig, preset.get("train", {}), given(parsed, TrainConfig)),
-    )
+    options = {k: v for k, v in vars(parsed).items() if k not in RUN_SETTINGS}
+    return RunSpec.from_options(composition, given_options(options), parsed.preset)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from compress import runner
-
-    technique = get_technique(args.technique)
     parsed = technique_parser(args.technique).parse_args(args.rest)
     out_root = Path(parsed.out)
     run_console = Console(stderr=True) if parsed.json else console
@@ -152,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         error_console.print(
             f"compress run: {stop}; checkpoint kept. Continue with: "
-            f"compress run {technique.name} --resume {stop.run_dir}",
+            f"compress run {spec.name} --resume {stop.run_dir}",
             highlight=False,
             soft_wrap=True,
         )
@@ -204,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--json", action="store_true", help="print JSON instead of a table")
     profile.set_defaults(handler=cmd_profile)
 
+    techniques = commands.add_parser("list", help="list the techniques and their options")
+    techniques.set_defaults(handler=cmd_list)
+
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(handler=cmd_models)
 
@@ -212,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with a technique and record the run",
         description="compress run TECHNIQUE [options]; `compress run TECHNIQUE --help` lists them",
     )
-    run.add_argument("technique", help=f"one of: {', '.join(list_techniques())}")
+    run.add_argument("technique", help="a technique, or several joined by '+' (ghost+prune)")
     run.add_argument("rest", nargs=argparse.REMAINDER, help="the technique's options")
     run.set_defaults(handler=cmd_run)
     return parser

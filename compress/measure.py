@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,9 +64,34 @@ def count_params(model: nn.Module) -> tuple[int, int, int]:
 
 def count_macs(model: nn.Module, inputs: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass, from PyTorch's own FLOP counter."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(inputs)
+    # The counter's module tracker hooks every tensor that requires grad, even under
+    # no_grad, and fails on brevitas' sliced weights: freeze parameters while counting.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(inputs)
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
     return counter.get_total_flops() // 2
+
+
+def forward_with_hooks(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    modules: Iterable[nn.Module],
+    hook: Callable[[nn.Module, Any, Any], None],
+) -> None:
+    """One no-grad forward pass with ``hook`` on the given modules, removed afterwards."""
+    handles = [module.register_forward_hook(hook) for module in modules]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def activation_bytes(model: nn.Module, inputs: torch.Tensor) -> int:
@@ -77,13 +104,7 @@ def activation_bytes(model: nn.Module, inputs: torch.Tensor) -> int:
             total += output.numel() * output.element_size()
 
     leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, inputs, leaves, hook)
     return total
 
 

@@ -135,14 +135,9 @@ def _parse_optional(scalar: type) -> Any:
     return parse
 
 
-def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` that the command line set (``none`` sets an optional to None)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {
-        k: None if v is EXPLICIT_NONE else v
-        for k, v in vars(args).items()
-        if k in names and v is not None
-    }
+def given(values: dict[str, Any]) -> dict[str, Any]:
+    """The options a command line set (``none`` sets an optional one to None)."""
+    return {k: None if v is EXPLICIT_NONE else v for k, v in values.items() if v is not None}
 
 
 def from_values(cls: type, *layers: dict[str, Any]) -> Any:

@@ -80,6 +80,26 @@ RUN_ROWS: tuple[tuple[str, str], ...] = (
     ("Best top-1", "best_val_acc"),
     ("Final top-1", "final_val_acc"),
     ("Train time", "train_time_s"),
+    ("Pruning", "prune_kind"),
+    ("Unpruned MACs", "unpruned_macs"),
+    ("Target MACs", "target_macs"),
+    ("Non-zero MACs (est.)", "nonzero_macs_est"),
+    ("Non-zero params", "nonzero_params"),
+    ("Quantization", "quantization"),
+    ("BOPs", "bops"),
+    ("BOPs in fp32", "float_bops"),
+)
+
+
+# Rows shown only when some run has them (technique-specific).
+OPTIONAL_ROWS = (
+    "prune_kind",
+    "unpruned_macs",
+    "target_macs",
+    "nonzero_macs_est",
+    "quantization",
+    "bops",
+    "float_bops",
 )
 
 
@@ -87,9 +107,11 @@ def _run_cell(metrics: dict, field: str) -> str:
     value = metrics.get(field)
     if value is None:
         return "n/a"
-    if field == "params":
+    if isinstance(value, str):
+        return value
+    if field in ("params", "nonzero_params"):
         return f"{si(value)} ({value:,})"
-    if field in ("macs", "flops"):
+    if field.endswith("macs") or field.endswith("bops") or field == "flops":
         return si(value)
     if field.endswith("_bytes"):
         return mebibytes(value)
@@ -109,5 +131,7 @@ def run_table(columns: Sequence[tuple[str, dict]]) -> Table:
     for title, _ in columns:
         table.add_column(title, justify="right")
     for label, field in RUN_ROWS:
+        if field in OPTIONAL_ROWS and not any(field in metrics for _, metrics in columns):
+            continue
         table.add_row(label, *(_run_cell(metrics, field) for _, metrics in columns))
     return table

@@ -6,9 +6,10 @@ input leaves nothing behind. ``resume`` rebuilds the same run from its config.js
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ from compress.engine import (
 )
 from compress.errors import UsageError
 from compress.measure import profile_model
-from compress.options import Options, option
+from compress.options import Options, from_values, option
 from compress.plots import plot_curves
-from compress.techniques import Technique, get_technique
+from compress.techniques import RunContext, Technique, get_technique, parse_composition
+from compress.techniques.base import LossTerm
 
 
 @dataclass
@@ -76,32 +78,79 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @dataclass
-class RunSpec:
-    """What to run: a technique with its options, the data and the training recipe."""
+class TechniqueUse:
+    """One technique of a run, with its options."""
 
-    technique: str
+    name: str
     options: Options
+
+    @property
+    def technique(self) -> Technique:
+        return get_technique(self.name)
+
+
+@dataclass
+class RunSpec:
+    """What to run: techniques in stage order with their options, the data, the recipe."""
+
+    uses: list[TechniqueUse]
     data: DataConfig
     train: TrainConfig
 
+    @property
+    def name(self) -> str:
+        return "+".join(use.name for use in self.uses)
+
+    @property
+    def label(self) -> str:
+        builder, *others = self.uses
+        return "+".join([builder.technique.label(builder.options), *(u.name for u in others)])
+
+    @property
+    def reference_model(self) -> str | None:
+        """The uncompressed model to read this run against."""
+        builder = self.uses[0]
+        reference = builder.technique.reference_model(builder.options)
+        if reference is None and len(self.uses) > 1 and builder.name == "baseline":
+            return builder.options.model
+        return reference
+
     def record(self) -> dict[str, Any]:
         return {
-            "techniques": [{"name": self.technique, "options": self.options.to_record()}],
+            "techniques": [{"name": u.name, "options": u.options.to_record()} for u in self.uses],
             "data": self.data.to_record(),
             "train": self.train.to_record(),
         }
 
     @classmethod
+    def from_options(
+        cls, composition: str, options: dict[str, Any], preset: str | None = None
+    ) -> RunSpec:
+        """A run from technique names joined by '+' and a flat dict of options, each
+        going to the config that declares it: defaults, then the preset, then these."""
+        names = parse_composition(composition)
+        configs = [get_technique(name).config_cls for name in names]
+        declared = {f.name for c in [*configs, DataConfig, TrainConfig] for f in fields(c)}
+        unknown = sorted(set(options) - declared)
+        if unknown:
+            raise UsageError(f"{composition} takes no option {unknown[0]!r}")
+        if preset is not None and preset not in PRESETS:
+            raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        layers = PRESETS.get(preset, {})
+        return cls(
+            [TechniqueUse(n, from_values(c, options)) for n, c in zip(names, configs, strict=True)],
+            from_values(DataConfig, layers.get("data", {}), options),
+            from_values(TrainConfig, layers.get("train", {}), options),
+        )
+
+    @classmethod
     def from_record(cls, record: dict[str, Any]) -> RunSpec:
         try:
-            (entry,) = record["techniques"]
-            technique = get_technique(entry["name"])
-            return cls(
-                entry["name"],
-                technique.config_cls(**entry["options"]),
-                DataConfig(**record["data"]),
-                TrainConfig(**record["train"]),
-            )
+            uses = [
+                TechniqueUse(e["name"], get_technique(e["name"]).config_cls(**e["options"]))
+                for e in record["techniques"]
+            ]
+            return cls(uses, DataConfig(**record["data"]), TrainConfig(**record["train"]))
         except (KeyError, TypeError, ValueError) as error:
             raise UsageError(f"config.json does not describe a run: {error}") from None
 
@@ -119,11 +168,38 @@ def load_data(config: DataConfig) -> Dataset:
     return data
 
 
-def _build(spec: RunSpec, data: Dataset) -> tuple[Technique, torch.nn.Module]:
-    technique = get_technique(spec.technique)
+@dataclass
+class Prepared:
+    """A run's network ready to train: built, transformed, with its training-time terms."""
+
+    model: torch.nn.Module
+    context: RunContext
+    extra_loss: LossTerm | None
+    techniques: dict[str, Technique]
+
+
+def build(spec: RunSpec, data: Dataset, console: Console) -> Prepared:
+    """Build the network, apply ``transform`` techniques, set up ``train`` techniques."""
+    context = RunContext(data, spec.train, console)
+    techniques = {use.name: use.technique for use in spec.uses}
+    builder, *others = spec.uses
     torch.manual_seed(spec.train.seed)
     size = spec.train.input_size or data.image_size
-    return technique, technique.build_model(spec.options, data.num_classes, size)
+    model = techniques[builder.name].build_model(builder.options, data.num_classes, size)
+    terms = []
+    for use in others:
+        technique = techniques[use.name]
+        if technique.stage == "transform":
+            model = technique.transform(model, use.options, context)
+        elif technique.stage == "train":
+            terms.append(technique.loss_term(model, use.options, context))
+    extra = None
+    if terms:
+
+        def extra(inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return sum(term(inputs, logits, labels) for term in terms)
+
+    return Prepared(model, context, extra, techniques)
 
 
 def start(spec: RunSpec, out_root: Path, console: Console) -> RunOutcome:
@@ -135,8 +211,8 @@ def start(spec: RunSpec, out_root: Path, console: Console) -> RunOutcome:
             f"--batch-size {spec.train.batch_size} is larger than the "
             f"{len(data.train_x)} training images"
         )
-    technique, model = _build(spec, data)
-    run_dir = runs.new_run_dir(out_root, f"{technique.label(spec.options)}-{data.name}")
+    prepared = build(spec, data, console)
+    run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
     config = {
         **spec.record(),
         "versions": runs.versions(),
@@ -144,43 +220,40 @@ def start(spec: RunSpec, out_root: Path, console: Console) -> RunOutcome:
         "created": dt.datetime.now().isoformat(timespec="seconds"),
     }
     runs.write_json(run_dir / runs.CONFIG, config)
-    return _execute(spec, technique, model, data, run_dir, TrainState(), console)
+    return _execute(spec, prepared, run_dir, TrainState())
 
 
 def resume(run_dir: Path, console: Console) -> RunOutcome:
-    """Continue a run from its last completed epoch, with the options it was started with."""
+    """Continue a run from its last completed epoch, with the options it was started with.
+
+    Post-training stages (pruning, fine-tuning) are not checkpointed: a run interrupted
+    there repeats them from the end of training, with the same result.
+    """
     spec = RunSpec.from_record(runs.read_json(run_dir / runs.CONFIG))
     checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
     resolve_device(spec.train.device)
     data = load_data(spec.data)
-    technique, model = _build(spec, data)
+    prepared = build(spec, data, console)
     try:
-        model.load_state_dict(checkpoint["model"])
+        prepared.model.load_state_dict(checkpoint["model"])
         state = TrainState(**{k: v for k, v in checkpoint.items() if k != "model"})
     except (KeyError, TypeError, RuntimeError) as error:
         raise UsageError(f"checkpoint in {run_dir} does not fit its run: {error}") from None
     console.print(
         f"resuming {run_dir} after epoch {state.epoch}/{spec.train.epochs}", highlight=False
     )
-    return _execute(spec, technique, model, data, run_dir, state, console)
+    return _execute(spec, prepared, run_dir, state)
 
 
-def _execute(
-    spec: RunSpec,
-    technique: Technique,
-    model: torch.nn.Module,
-    data: Dataset,
-    run_dir: Path,
-    state: TrainState,
-    console: Console,
-) -> RunOutcome:
-    label = technique.label(spec.options)
+def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState) -> RunOutcome:
+    model, context, techniques = prepared.model, prepared.context, prepared.techniques
+    data, console = context.data, context.console
 
     def write_metrics(status: str, **extra: Any) -> dict[str, Any]:
         metrics = {
             "status": status,
-            "technique": spec.technique,
-            "label": label,
+            "technique": spec.name,
+            "label": spec.label,
             "dataset": data.name,
             "epochs_done": state.epoch,
             **extra,
@@ -204,31 +277,51 @@ def _execute(
 
     write_metrics("running")
     try:
-        state = train(model, data, spec.train, state, checkpoint, console)
+        state = train(model, data, spec.train, state, checkpoint, console, prepared.extra_loss)
+        for use in spec.uses:
+            model = techniques[use.name].after_training(model, use.options, context)
+        post = [use for use in spec.uses if techniques[use.name].stage == "post"]
+        for use in post:
+            model = techniques[use.name].post_train(model, use.options, context)
     except TrainingInterrupted as stop:
         stop.run_dir = run_dir
         write_metrics("interrupted")
         if state.history:
-            plot_curves(state.history, run_dir, label)
+            plot_curves(state.history, run_dir, spec.label)
         raise
     except TrainingDiverged as error:
         write_metrics("failed", error=str(error))
         raise
     size = spec.train.input_size or data.image_size
     profile = profile_model(model, size, resolve_device(spec.train.device), latency_repeats=20)
+    reports: dict[str, Any] = {}
+    for use in spec.uses:
+        reports.update(techniques[use.name].report(model, use.options, context))
+    final_acc, _ = _evaluate_final(model, context)
     save_model(model.cpu(), str(run_dir / runs.WEIGHTS))
-    plot_curves(state.history, run_dir, label)
+    plot_curves(state.history, run_dir, spec.label)
     val = [record["val_acc"] for record in state.history]
     best = max(range(len(val)), key=val.__getitem__)
     metrics = write_metrics(
         "completed",
         **profile.to_dict(),
+        **reports,
         best_val_acc=val[best],
         best_epoch=best + 1,
-        final_val_acc=val[-1],
+        final_val_acc=final_acc,
         train_time_s=sum(record["time_s"] for record in state.history),
     )
     return RunOutcome(run_dir, metrics)
+
+
+def _evaluate_final(model: torch.nn.Module, context: RunContext) -> tuple[float, float]:
+    """Top-1 of the delivered network (after any pruning or quantization) on the test split."""
+    from compress.engine import Trainer
+
+    recipe = dataclasses.replace(context.train, epochs=1)
+    trainer = Trainer(model, context.data, recipe, torch.Generator())
+    loss, accuracy = trainer.evaluate()
+    return accuracy, loss
 
 
 # Options that must agree for two runs to be compared side by side.
@@ -248,7 +341,7 @@ MATCH_TRAIN = (
 
 def find_reference(spec: RunSpec, out_root: Path) -> RunOutcome | None:
     """The newest completed baseline run of the technique's reference model, same recipe."""
-    reference = get_technique(spec.technique).reference_model(spec.options)
+    reference = spec.reference_model
     if reference is None:
         return None
     for run_dir in runs.find_runs(out_root):
@@ -265,3 +358,15 @@ def find_reference(spec: RunSpec, out_root: Path) -> RunOutcome | None:
         if same_data and same_train and metrics.get("status") == "completed":
             return RunOutcome(run_dir, metrics)
     return None
+
+
+def run(
+    techniques: str,
+    out: str | Path = "runs",
+    preset: str | None = None,
+    console: Console | None = None,
+    **options: Any,
+) -> RunOutcome:
+    """Python's ``compress run``: ``run("ghost+prune", backbone="vgg16", ratio=0.5)``."""
+    spec = RunSpec.from_options(techniques, options, preset)
+    return start(spec, Path(out), console or Console(stderr=True))

@@ -27,7 +27,8 @@ class GhostModule(nn.Module):
     The primary conv keeps ``kernel_size`` and ``stride``; the cheap operation is a
     ``d x d`` depthwise conv mapping each intrinsic map to ``s - 1`` ghosts. Both are
     followed by BatchNorm and, when ``relu``, ReLU. The concatenation is cut to ``out``
-    channels so any ``out`` works, divisible by ``s`` or not.
+    channels so any ``out`` works, divisible by ``s`` or not. Output channel ``k m + i``
+    is the k-th view of intrinsic map ``i`` (k = 0 the map itself).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class GhostModule(nn.Module):
         super().__init__()
         check_ghost_options(ratio, dw_size)
         self.out_channels = out_channels
+        self.ratio = ratio
         init_channels = math.ceil(out_channels / ratio)
         new_channels = init_channels * (ratio - 1)
         self.primary_conv = nn.Sequential(
@@ -69,4 +71,14 @@ class GhostModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         intrinsic = self.primary_conv(x)
         ghosts = self.cheap_operation(intrinsic)
-        return torch.cat([intrinsic, ghosts], dim=1)[:, : self.out_channels]
+        if self.ratio > 2:
+            # Order ghosts in s - 1 blocks of one ghost per intrinsic map, so the output is
+            # s blocks aligned with the intrinsic maps (what structured pruning needs). For
+            # s = 2, the authors' order, this is the identity.
+            batch, _, height, width = ghosts.shape
+            ghosts = ghosts.view(batch, intrinsic.shape[1], self.ratio - 1, height, width)
+            ghosts = ghosts.transpose(1, 2).reshape(batch, -1, height, width)
+        out = torch.cat([intrinsic, ghosts], dim=1)
+        # Slice only when needed: a no-op slice hides the channel mapping from tracers
+        # such as torch-pruning's dependency graph.
+        return out if out.shape[1] == self.out_channels else out[:, : self.out_channels]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.measure import count_macs
+from compress.measure import count_macs, forward_with_hooks
 from ghost.ghostify import GhostifyReport
 from ghost.module import GhostModule, check_ghost_options
 
@@ -60,19 +60,15 @@ def layer_ratios(model: nn.Module, report: GhostifyReport, input_size: int) -> l
     weight ratio, as in the paper.
     """
     shapes: dict[str, torch.Size] = {}
-    modules = dict(model.named_modules())
-    handles = [
-        modules[layer.name].register_forward_hook(
-            lambda _m, inputs, _o, name=layer.name: shapes.__setitem__(name, inputs[0].shape)
-        )
-        for layer in report.changed
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, input_size, input_size, device=_device(model)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    names = {module: name for name, module in model.named_modules()}
+    changed = {layer.name for layer in report.changed}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
+        shapes[names[module]] = inputs[0].shape
+
+    layers = [module for module, name in names.items() if name in changed]
+    example = torch.zeros(1, 3, input_size, input_size, device=_device(model))
+    forward_with_hooks(model.eval(), example, layers, record)
     rows = []
     for layer in report.changed:
         shape = (1, *shapes[layer.name][1:])

@@ -1,20 +1,13 @@
 import json
-import subprocess
-import sys
 
 import pytest
+from clitools import compress_cli
 
 from compress.cli import main
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_profile_json_for_ghostnet_and_mobilenetv3():
-    result = run_cli("profile", "ghostnet", "mobilenetv3_large", "--json", "--repeats", "2")
+    result = compress_cli("profile", "ghostnet", "mobilenetv3_large", "--json", "--repeats", "2")
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     assert [r["model"] for r in records] == ["ghostnet", "mobilenetv3_large"]
@@ -63,7 +56,7 @@ def exit_code(argv: list[str]) -> int:
 
 
 def test_bad_input_in_a_real_process_has_no_traceback():
-    result = run_cli("profile", "ghostnet", "--s", "1")
+    result = compress_cli("profile", "ghostnet", "--s", "1")
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "compress profile: error: ghostnet: ghost ratio s must be an integer >= 2, got 1"

@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from clitools import compress_cli
 from safetensors.torch import load_file
 
 from compress.registry import create_model
 
 QUICK = ["--dataset", "synthetic", "--epochs", "5", "--batch-size", "64"]
-
-
-def compress(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "compress.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def only_run_dir(root: Path) -> Path:
@@ -32,7 +23,7 @@ def only_run_dir(root: Path) -> Path:
 
 
 def test_the_default_ghost_run_learns_digits_and_writes_a_complete_record(tmp_path):
-    result = compress("run", "ghost", "--s", "2", "--d", "3", cwd=tmp_path)
+    result = compress_cli("run", "ghost", "--s", "2", "--d", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Best top-1" in result.stdout and "Mult-Adds" in result.stdout
     run_dir = only_run_dir(tmp_path / "runs")
@@ -69,14 +60,16 @@ def test_the_default_ghost_run_learns_digits_and_writes_a_complete_record(tmp_pa
 
 
 def test_json_output_and_the_reference_column(tmp_path):
-    base = compress("run", "baseline", "--model", "resnet20", *QUICK, "--epochs", "1", cwd=tmp_path)
+    base = compress_cli(
+        "run", "baseline", "--model", "resnet20", *QUICK, "--epochs", "1", cwd=tmp_path
+    )
     assert base.returncode == 0, base.stderr
-    ghost = compress(
+    ghost = compress_cli(
         "run", "ghost", "--backbone", "resnet20", *QUICK, "--epochs", "1", cwd=tmp_path
     )
     assert ghost.returncode == 0, ghost.stderr
     assert "reference: resnet20" in ghost.stdout
-    as_json = compress(
+    as_json = compress_cli(
         "run", "ghost", "--backbone", "resnet20", *QUICK, "--epochs", "1", "--json", cwd=tmp_path
     )
     record = json.loads(as_json.stdout)
@@ -94,7 +87,7 @@ def wait_for(pattern: str, root: Path, process: subprocess.Popen, limit: float =
 
 def test_ctrl_c_keeps_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_does(tmp_path):
     args = ["run", "baseline", "--model", "resnet20", *QUICK, "--device", "cpu"]
-    straight = compress(*args, "--out", "straight", cwd=tmp_path)
+    straight = compress_cli(*args, "--out", "straight", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
 
     process = subprocess.Popen(
@@ -113,7 +106,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_do
     interrupted = json.loads((run_dir / "metrics.json").read_text())
     assert interrupted["status"] == "interrupted" and interrupted["epochs_done"] < 5
 
-    resumed = compress("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
+    resumed = compress_cli("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads((run_dir / "metrics.json").read_text())
     expected = json.loads((only_run_dir(tmp_path / "straight") / "metrics.json").read_text())
@@ -141,14 +134,14 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_do
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
-    result = compress(*args, "--out", "out", cwd=tmp_path)
+    result = compress_cli(*args, "--out", "out", cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
 def test_resume_refuses_a_corrupted_checkpoint_and_other_options(tmp_path):
-    result = compress(
+    result = compress_cli(
         "run",
         "baseline",
         "--model",
@@ -163,9 +156,9 @@ def test_resume_refuses_a_corrupted_checkpoint_and_other_options(tmp_path):
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(tmp_path / "out")
     (run_dir / "checkpoint.pt").write_bytes(b"\x00broken")
-    broken = compress("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
+    broken = compress_cli("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
     assert broken.returncode == 2 and "checkpoint.pt is corrupted" in broken.stderr
-    extra = compress("run", "baseline", "--resume", str(run_dir), "--lr", "0.1", cwd=tmp_path)
+    extra = compress_cli("run", "baseline", "--resume", str(run_dir), "--lr", "0.1", cwd=tmp_path)
     assert extra.returncode == 2 and "drop --lr" in extra.stderr
-    other = compress("run", "ghost", "--resume", str(run_dir), cwd=tmp_path)
+    other = compress_cli("run", "ghost", "--resume", str(run_dir), cwd=tmp_path)
     assert other.returncode == 2 and "is a baseline run, not ghost" in other.stderr

@@ -97,10 +97,10 @@ def test_real_cifar10_shards_are_bit_exact(cifar10_shards):
     assert torch.bincount(cifar.test_y).tolist() == [1000] * 10
 
 
-def loader(images, generator_seed=0, **augment):
+def loader(images, batch_size=4, **augment):
     labels = torch.arange(len(images))
-    generator = torch.Generator().manual_seed(generator_seed)
-    return DeviceLoader(images, labels, 4, torch.device("cpu"), True, generator, **augment)
+    generator = torch.Generator().manual_seed(0)
+    return DeviceLoader(images, labels, batch_size, torch.device("cpu"), True, generator, **augment)
 
 
 def test_training_batches_are_fixed_size_and_a_fresh_permutation_each_epoch():
@@ -125,31 +125,11 @@ def test_crop_is_a_window_of_the_zero_padded_image():
 
 def test_flip_and_cutout():
     images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    batches = DeviceLoader(
-        images,
-        torch.arange(64),
-        64,
-        torch.device("cpu"),
-        True,
-        torch.Generator().manual_seed(0),
-        crop_padding=0,
-        flip=True,
-    )
-    out, labels = next(iter(batches))
+    out, labels = next(iter(loader(images, batch_size=64, crop_padding=0, flip=True)))
     flipped = [torch.equal(o, images[lab].flip(2)) for o, lab in zip(out, labels, strict=True)]
     kept = [torch.equal(o, images[lab]) for o, lab in zip(out, labels, strict=True)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True)) and 10 < sum(flipped) < 54
-    holes = DeviceLoader(
-        images,
-        torch.arange(64),
-        64,
-        torch.device("cpu"),
-        True,
-        torch.Generator().manual_seed(0),
-        crop_padding=0,
-        flip=False,
-        cutout=3,
-    )
+    holes = loader(images, batch_size=64, crop_padding=0, flip=False, cutout=3)
     out, _ = next(iter(holes))
     zeros = (out == 0).all(1).sum((1, 2))
     assert ((zeros >= 4) & (zeros <= 9)).all()  # a 3x3 square, clipped at the border

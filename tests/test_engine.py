@@ -152,7 +152,7 @@ def test_presets_fill_in_and_explicit_options_win():
     args = ["--preset", "paper", "--epochs", "3", "--s", "4"]
     spec = run_spec("ghost", technique_parser("ghost").parse_args(args))
     assert (spec.train.optimizer, spec.train.lr, spec.train.schedule) == ("sgd", 0.1, "multistep")
-    assert spec.train.epochs == 3 and spec.options.s == 4 and spec.data.dataset == "cifar10"
+    assert spec.train.epochs == 3 and spec.uses[0].options.s == 4 and spec.data.dataset == "cifar10"
     seed = run_spec("baseline", technique_parser("baseline").parse_args(["--preset", "seed"]))
     assert (seed.train.optimizer, seed.train.lr, seed.train.epochs) == ("adam", 1e-3, 30)
     default = run_spec("ghost", technique_parser("ghost").parse_args(["--bn-momentum", "none"]))

@@ -3,6 +3,20 @@
 ``from compress.techniques import get_technique, list_techniques, register_technique``
 """
 
-from compress.techniques.base import Technique, get_technique, list_techniques, register_technique
+from compress.techniques.base import (
+    RunContext,
+    Technique,
+    get_technique,
+    list_techniques,
+    parse_composition,
+    register_technique,
+)
 
-__all__ = ["Technique", "get_technique", "list_techniques", "register_technique"]
+__all__ = [
+    "RunContext",
+    "Technique",
+    "get_technique",
+    "list_techniques",
+    "parse_composition",
+    "register_technique",
+]

@@ -1,34 +1,91 @@
 """The technique interface and its registry.
 
 A technique is a class with a config dataclass (its options, declared once) and the
-stages it takes part in. ``build_model`` makes the network a run starts from.
+stage it acts in. Techniques compose in stage order, ``build`` first:
+
+- ``build``: make the network (``baseline``, ``ghost``); a run has exactly one.
+- ``transform``: change it before training (e.g. quantization-aware layers).
+- ``train``: add a loss term during training (e.g. distillation).
+- ``post``: act on the trained network (e.g. prune, then fine-tune).
+
+Packages outside this repository add techniques through the ``compress.techniques``
+entry-point group; each entry point names a ``Technique`` subclass.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+import torch
+from rich.console import Console
 from torch import nn
 
+from compress.data import Dataset
 from compress.errors import UsageError
 from compress.options import Options
 
+STAGES = ("build", "transform", "train", "post")
+ENTRY_POINT_GROUP = "compress.techniques"
 _TECHNIQUES: dict[str, type[Technique]] = {}
-_BUILTIN = ("compress.techniques.baseline", "compress.techniques.ghost")
+_BUILTIN = (
+    "compress.techniques.baseline",
+    "compress.techniques.ghost",
+    "compress.techniques.distill",
+    "compress.techniques.prune",
+    "compress.techniques.quantize",
+)
+_loaded = False
+
+
+@dataclass
+class RunContext:
+    """What a technique may use besides its own options."""
+
+    data: Dataset
+    train: Any  # compress.engine.TrainConfig
+    console: Console
+
+
+LossTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Technique:
-    """Base class: subclasses set ``name`` and ``config_cls`` and override their stages."""
+    """Base class: subclasses set ``config_cls`` and ``stage`` and override that stage."""
 
     name: ClassVar[str]
     config_cls: ClassVar[type[Options]]
+    stage: ClassVar[str]
     summary: ClassVar[str] = ""
+    incompatible_with: ClassVar[tuple[str, ...]] = ()
 
     def build_model(self, config: Any, num_classes: int, image_size: int) -> nn.Module:
-        """The network to train; ``image_size`` lets a model adapt to small inputs."""
+        """``build``: the network to train."""
         raise NotImplementedError
+
+    def transform(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
+        """``transform``: the network to train instead of ``model``."""
+        raise NotImplementedError
+
+    def loss_term(self, model: nn.Module, config: Any, context: RunContext) -> LossTerm:
+        """``train``: ``f(inputs, logits, labels)`` added to the cross-entropy."""
+        raise NotImplementedError
+
+    def after_training(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
+        """Any stage: tidy up once training ends (drop helpers such as KD adapters)."""
+        return model
+
+    def post_train(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
+        """``post``: the final network made from the trained one."""
+        raise NotImplementedError
+
+    def report(self, model: nn.Module, config: Any, context: RunContext) -> dict[str, Any]:
+        """Numbers this technique adds to metrics.json (and what they mean)."""
+        return {}
 
     def reference_model(self, config: Any) -> str | None:
         """Registry name of the uncompressed model this result should be read against."""
@@ -39,12 +96,14 @@ class Technique:
         return self.name
 
 
-def register_technique(name: str):
+def register_technique(name: str) -> Callable[[type[Technique]], type[Technique]]:
     """Class decorator: make a ``Technique`` subclass available as ``compress run NAME``."""
 
     def decorator(cls: type[Technique]) -> type[Technique]:
-        if name in _TECHNIQUES:
+        if name in _TECHNIQUES and _TECHNIQUES[name] is not cls:
             raise RuntimeError(f"technique {name!r} is registered twice")
+        if getattr(cls, "stage", None) not in STAGES:
+            raise RuntimeError(f"technique {name!r} needs a stage among {', '.join(STAGES)}")
         cls.name = name
         _TECHNIQUES[name] = cls
         return cls
@@ -52,18 +111,27 @@ def register_technique(name: str):
     return decorator
 
 
-def _load_builtin() -> None:
+def _load() -> None:
+    """Built-in techniques, then those that installed packages declare as entry points."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     for module in _BUILTIN:
         importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        cls = entry.load()
+        if entry.name not in _TECHNIQUES:
+            register_technique(entry.name)(cls)
 
 
 def list_techniques() -> list[str]:
-    _load_builtin()
+    _load()
     return sorted(_TECHNIQUES)
 
 
 def get_technique(name: str) -> Technique:
-    _load_builtin()
+    _load()
     if name not in _TECHNIQUES:
         near = difflib.get_close_matches(name, list(_TECHNIQUES), n=2)
         hint = f"; did you mean {' or '.join(near)}?" if near else ""
@@ -71,3 +139,25 @@ def get_technique(name: str) -> Technique:
             f"unknown technique {name!r}{hint} (choose from {', '.join(sorted(_TECHNIQUES))})"
         )
     return _TECHNIQUES[name]()
+
+
+def parse_composition(spec: str) -> list[str]:
+    """``"ghost+prune"`` -> technique names in stage order, with ``baseline`` added when
+    nothing builds the model; exactly one builder, no repeats."""
+    names = [part.strip() for part in spec.split("+")]
+    if any(not name for name in names):
+        raise UsageError(f"bad technique list {spec!r}: use names joined by '+'")
+    if len(set(names)) != len(names):
+        raise UsageError(f"technique list {spec!r} repeats a technique")
+    techniques = [get_technique(name) for name in names]
+    builders = [t.name for t in techniques if t.stage == "build"]
+    if len(builders) > 1:
+        raise UsageError(f"{' and '.join(builders)} both build the model; keep one")
+    if not builders:
+        techniques.insert(0, get_technique("baseline"))
+    for technique in techniques:
+        clash = [t.name for t in techniques if t.name in technique.incompatible_with]
+        if clash:
+            raise UsageError(f"{technique.name} cannot be combined with {clash[0]}")
+    techniques.sort(key=lambda t: STAGES.index(t.stage))
+    return [t.name for t in techniques]

@@ -18,6 +18,7 @@ class BaselineConfig(Options):
 
 @register_technique("baseline")
 class Baseline(Technique):
+    stage = "build"
     config_cls = BaselineConfig
     summary = "train a backbone unchanged"
 

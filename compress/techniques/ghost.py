@@ -56,6 +56,7 @@ class GhostConfig(Options):
 
 @register_technique("ghost")
 class Ghost(Technique):
+    stage = "build"
     config_cls = GhostConfig
     summary = "Ghost modules: GhostNet, or a ghostified backbone"
 

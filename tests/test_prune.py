@@ -1,0 +1,138 @@
+import json
+import warnings
+
+import pytest
+import torch
+from clitools import compress_cli
+from safetensors.torch import load_file
+from torch import nn
+
+from compress.errors import UsageError
+from compress.measure import count_macs
+from compress.registry import create_model
+from compress.structure import fit_to_state_dict
+from compress.techniques.prune import PruneConfig, _pruner, ratio_for_target
+from ghost.module import GhostModule
+from ghost.pruning import GhostModulePruner
+
+warnings.filterwarnings("ignore", module="torch_pruning")
+
+
+def test_pruning_one_intrinsic_map_removes_it_and_its_ghosts_exactly():
+    torch.manual_seed(0)
+    module = GhostModule(5, 12, kernel_size=3, ratio=3, dw_size=3).eval()
+    x = torch.randn(2, 5, 8, 8)
+    before = module(x)
+    maps = 4
+    GhostModulePruner().prune_out_channels(module, [1, 1 + maps, 1 + 2 * maps])
+    kept = [c for c in range(12) if c % maps != 1]
+    torch.testing.assert_close(module(x), before[:, kept])
+    assert module.out_channels == 9 and module.cheap_operation[0].groups == 3
+    with pytest.raises(ValueError, match="one intrinsic map at a time"):
+        GhostModulePruner().prune_out_channels(module, [0])
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("vgg16", 32), ("resnet56", 32), ("mobilenetv3_large", 224), ("ghostnet", 224)],
+)
+def test_target_macs_land_near_the_target(name, size):
+    model = create_model(name, num_classes=10).eval()
+    example = torch.zeros(1, 3, size, size)
+    base = count_macs(model, example)
+    config = PruneConfig(target_macs=0.5)
+    _pruner(model, config, ratio_for_target(model, config, example), example).step()
+    assert abs(count_macs(model, example) / base - 0.5) < 0.015
+    assert model(example).shape == (1, 10)
+
+
+def test_ghostnet_is_pruned_throughout_and_ghost_modules_stay_consistent():
+    model = create_model("ghostnet", num_classes=10).eval()
+    example = torch.zeros(1, 3, 224, 224)
+    ghosts = [m for m in model.modules() if isinstance(m, GhostModule)]
+    widths = [m.out_channels for m in ghosts]
+    _pruner(model, PruneConfig(ratio=0.5), 0.5, example).step()
+    # torch-pruning alone takes it only from 140M to 117M MACs; whole maps go here.
+    assert count_macs(model, example) < 50e6
+    for module in ghosts:
+        maps = module.primary_conv[0].out_channels
+        assert module.out_channels == 2 * maps == 2 * module.cheap_operation[0].out_channels
+    halved = [m.out_channels == w // 2 for m, w in zip(ghosts, widths, strict=True)]
+    # All but the first block's output, which the protected stem feeds through a residual.
+    assert halved.count(False) == 1 and not halved[1]
+
+
+def test_layer_and_global_weight_masking_reach_the_sparsity(tmp_path):
+    from compress.techniques.prune import Prune
+
+    class Context:
+        data = None
+        train = None
+        console = None
+
+    for scope in ("layer", "global"):
+        model = create_model("resnet20")
+        config = PruneConfig(method="weights", ratio=0.7, scope=scope, finetune_epochs=0)
+        Prune()._mask(model, config, Context())
+        layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert not any(hasattr(m, "weight_orig") for m in layers)  # made permanent
+        zeros = sum(int((m.weight == 0).sum()) for m in layers)
+        total = sum(m.weight.numel() for m in layers)
+        assert zeros / total == pytest.approx(0.7, abs=0.001)
+        if scope == "layer":
+            for m in layers:
+                assert (m.weight == 0).float().mean().item() == pytest.approx(0.7, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ratio": 1.0}, "--ratio must be <= 0.99"),
+        ({"ratio": -0.1}, "--ratio must be >= 0"),
+        ({"method": "weights", "importance": "taylor"}, "l1 or random only"),
+        ({"target_macs": 1.5}, "--target-macs must be < 1"),
+        ({"method": "weights", "target_macs": 0.5}, "channel pruning only"),
+    ],
+)
+def test_bad_prune_options(options, message):
+    with pytest.raises(UsageError, match=message):
+        PruneConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("method", "kind"), [("channels", "channels removed"), ("weights", "weights masked")]
+)
+def test_prune_end_to_end_labels_and_reload(tmp_path, method, kind):
+    result = compress_cli(
+        "run",
+        "prune",
+        "--model",
+        "resnet20",
+        "--method",
+        method,
+        "--ratio",
+        "0.5",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--finetune-epochs",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["prune_kind"] == kind and metrics["final_val_acc"] > 0.4  # chance: 0.25
+    if method == "channels":
+        assert metrics["macs"] < 0.6 * metrics["unpruned_macs"]
+        assert metrics["params"] < metrics["unpruned_params"]
+    else:
+        assert metrics["macs"] == metrics["unpruned_macs"]
+        assert metrics["params"] == metrics["unpruned_params"]
+        assert metrics["nonzero_macs_est"] < 0.6 * metrics["macs"]
+    state = load_file(f"{tmp_path / metrics['run_dir']}/model.safetensors")
+    model = fit_to_state_dict(create_model("resnet20", num_classes=4), state).eval()
+    assert count_macs(model, torch.zeros(1, 3, 32, 32)) == metrics["macs"]
