@@ -113,6 +113,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 RUN_SETTINGS = ("preset", "out", "resume", "json")
+STUDY_TRAINING = {f.name for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)}
 
 
 def technique_parser(composition: str) -> argparse.ArgumentParser:
@@ -202,6 +203,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def cmd_study_pareto(args: argparse.Namespace) -> None:
+    from studies.study import StudySpec, optimize, report
+
+    fixed = given_options({k: v for k, v in vars(args).items() if k in STUDY_TRAINING})
+    spec = StudySpec(
+        techniques=args.techniques,
+        backbone=args.backbone,
+        objectives=args.objectives,
+        trials=args.trials,
+        out=Path(args.out),
+        study_name=args.study_name,
+        storage=args.storage,
+        sampler=args.sampler,
+        seed=args.seed or 0,
+        baselines=args.baselines,
+        fixed=fixed,
+    )
+    get_entry(args.backbone)  # validate up front: unknown names fail before any training
+    RunSpec.from_options("baseline", {"model": args.backbone, **fixed})
+    study = optimize(spec, Console(stderr=True))
+    for path in report(study, spec.directory, console):
+        console.print(f"wrote {path}", highlight=False)
+
+
+def cmd_study_show(args: argparse.Namespace) -> None:
+    import optuna
+
+    from studies.study import report
+
+    storage = args.storage or f"sqlite:///{(Path(args.out) / f'{args.name}.db').resolve()}"
+    try:
+        study = optuna.load_study(study_name=args.name, storage=storage)
+    except KeyError:
+        raise UsageError(f"no study {args.name!r} in {storage}") from None
+    for path in report(study, Path(args.out) / args.name, console):
+        console.print(f"wrote {path}", highlight=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="compress",
@@ -235,6 +278,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("technique", help="a technique, or several joined by '+' (ghost+prune)")
     run.add_argument("rest", nargs=argparse.REMAINDER, help="the technique's options")
     run.set_defaults(handler=cmd_run)
+
+    study = commands.add_parser("study", help="Optuna studies over techniques")
+    studies = study.add_subparsers(dest="study_command", required=True)
+    pareto = studies.add_parser("pareto", help="multi-objective study: accuracy vs cost")
+    pareto.add_argument(
+        "--techniques",
+        type=comma_list,
+        default=["ghost", "prune", "quantize"],
+        help="candidates, comma-separated (default: ghost,prune,quantize)",
+    )
+    pareto.add_argument("--backbone", default="resnet20", help="model every technique starts from")
+    pareto.add_argument(
+        "--objectives",
+        type=comma_list,
+        default=["accuracy", "macs"],
+        help="two or three of accuracy,macs,params,bops,latency",
+    )
+    pareto.add_argument("--trials", type=positive_int, default=10, help="trials to add")
+    pareto.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    pareto.add_argument("--study-name", default="pareto")
+    pareto.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2"))
+    pareto.add_argument(
+        "--baselines",
+        type=comma_list,
+        default=["ghostnet", "mobilenetv3_large", "mobilenetv3_small"],
+        help="reference models trained on the same data and recipe",
+    )
+    pareto.add_argument("--out", default="runs/studies", help="results root")
+    add_arguments(pareto, DataConfig, "data")
+    add_arguments(pareto, TrainConfig, "training")
+    pareto.set_defaults(handler=cmd_study_pareto)
+    show = studies.add_parser("show", help="redraw a study's table, plot and export")
+    show.add_argument("name", help="study name")
+    show.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    show.add_argument("--out", default="runs/studies", help="results root")
+    show.set_defaults(handler=cmd_study_show)
     return parser
 
 

@@ -34,7 +34,13 @@ def test_pruning_one_intrinsic_map_removes_it_and_its_ghosts_exactly():
 
 @pytest.mark.parametrize(
     ("name", "size"),
-    [("vgg16", 32), ("resnet56", 32), ("mobilenetv3_large", 224), ("ghostnet", 224)],
+    [
+        ("vgg16", 32),
+        ("ghost_vgg16", 32),
+        ("resnet56", 32),
+        ("mobilenetv3_large", 224),
+        ("ghostnet", 224),
+    ],
 )
 def test_target_macs_land_near_the_target(name, size):
     model = create_model(name, num_classes=10).eval()
@@ -60,6 +66,43 @@ def test_ghostnet_is_pruned_throughout_and_ghost_modules_stay_consistent():
     halved = [m.out_channels == w // 2 for m, w in zip(ghosts, widths, strict=True)]
     # All but the first block's output, which the protected stem feeds through a residual.
     assert halved.count(False) == 1 and not halved[1]
+
+
+@pytest.mark.parametrize(
+    ("importance", "scope"),
+    [
+        ("l1", "global"),
+        ("l2", "layer"),
+        ("bn_scale", "layer"),
+        ("taylor", "layer"),
+        ("random", "layer"),
+    ],
+)
+def test_every_importance_prunes_channels(importance, scope):
+    from rich.console import Console
+
+    from compress.data import make_synthetic
+    from compress.engine import TrainConfig
+    from compress.techniques import RunContext
+    from compress.techniques.prune import Prune
+
+    context = RunContext(make_synthetic(128, 32), TrainConfig(device="cpu"), Console(quiet=True))
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=4)
+    example = torch.zeros(1, 3, 32, 32)
+    before = count_macs(model.eval(), example)
+    config = PruneConfig(
+        ratio=0.5, importance=importance, scope=scope, steps=2, finetune_epochs=0, round_to=2
+    )
+    pruned = Prune().post_train(model, config, context)
+    assert count_macs(pruned.eval(), example) < 0.8 * before
+    inner = [
+        block.conv1.out_channels
+        for stage in (pruned.layer1, pruned.layer2, pruned.layer3)
+        for block in stage
+    ]
+    assert all(width % 2 == 0 for width in inner)  # round_to
+    assert pruned(example).shape == (1, 4)
 
 
 def test_layer_and_global_weight_masking_reach_the_sparsity(tmp_path):

@@ -1,0 +1,116 @@
+"""Objectives, the Pareto front, and what a study shows: table, plot, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+# Objective name -> (metrics.json key, Optuna direction).
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("final_val_acc", "maximize"),
+    "macs": ("macs", "minimize"),
+    "params": ("params", "minimize"),
+    "bops": ("bops", "minimize"),
+    "latency": ("latency_ms", "minimize"),
+}
+
+
+def objective_value(metrics: dict[str, Any], objective: str) -> float:
+    """A run's value for one objective; BOPs of an unquantized net are MACs x 32 x 32."""
+    key, _ = OBJECTIVES[objective]
+    if objective == "bops" and key not in metrics:
+        return float(metrics["macs"] * 32 * 32)
+    return float(metrics[key])
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` everywhere and better somewhere."""
+    better = [x > y if d == "maximize" else x < y for x, y, d in zip(a, b, directions, strict=True)]
+    worse = [x < y if d == "maximize" else x > y for x, y, d in zip(a, b, directions, strict=True)]
+    return any(better) and not any(worse)
+
+
+def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the points no other point dominates (brute force, O(n^2))."""
+    return [
+        i
+        for i, p in enumerate(points)
+        if not any(dominates(q, p, directions) for j, q in enumerate(points) if j != i)
+    ]
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat record per finished trial: number, state, technique, options, objectives."""
+    rows = []
+    for trial in study.trials:
+        if trial.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+            continue
+        row = {
+            "trial": trial.number,
+            "state": trial.state.name,
+            "technique": trial.params.get("technique", ""),
+            "options": {k: v for k, v in trial.params.items() if k != "technique"},
+            "error": trial.user_attrs.get("error", ""),
+        }
+        row.update(trial.user_attrs.get("metrics", {}))
+        rows.append(row)
+    return rows
+
+
+def export(rows: list[dict[str, Any]], directory: Path, objectives: Sequence[str]) -> list[Path]:
+    """``trials.json`` and ``trials.csv`` (one column per objective) in ``directory``."""
+    from compress.runs import atomic_write, write_json
+
+    json_path, csv_path = directory / "trials.json", directory / "trials.csv"
+    write_json(json_path, rows)
+    columns = ["trial", "state", "technique", "options", *objectives, "run_dir", "error"]
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "options": json.dumps(row["options"])})
+
+    atomic_write(csv_path, write_csv)
+    return [json_path, csv_path]
+
+
+def plot_front(
+    rows: list[dict[str, Any]],
+    front: list[int],
+    baselines: list[dict[str, Any]],
+    path: Path,
+    title: str,
+) -> None:
+    """Accuracy against MACs (log axis), coloured by technique, front drawn, baselines marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from compress.runs import atomic_write
+
+    figure, axis = plt.subplots(figsize=(7, 5), dpi=100)
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    for technique in sorted({r["technique"] for r in done}):
+        chosen = [r for r in done if r["technique"] == technique]
+        axis.scatter([r["macs"] for r in chosen], [r["accuracy"] for r in chosen], label=technique)
+    points = sorted((done[i]["macs"], done[i]["accuracy"]) for i in front)
+    if points:
+        axis.step(*zip(*points, strict=True), where="post", color="black", lw=1, label="front")
+    for baseline in baselines:
+        axis.scatter(baseline["macs"], baseline["accuracy"], marker="*", s=160, color="grey")
+        axis.annotate(baseline["model"], (baseline["macs"], baseline["accuracy"]), fontsize=8)
+    axis.set(xscale="log", xlabel="MACs", ylabel="top-1 (test split)", title=title)
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)

@@ -1,0 +1,193 @@
+"""``compress study pareto``: which technique buys the most accuracy per MAC, param or ms.
+
+Each trial picks a technique from the candidates, draws that technique's options from its
+declared search space, trains it on the backbone with the study's data and recipe, and
+reports the chosen objectives. A trial that fails (bad combination, divergence) is kept
+as FAIL with its error, and the study goes on. The same storage and name continue a study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from rich.console import Console
+
+from compress.engine import TrainingInterrupted
+from compress.errors import UsageError
+from compress.runner import run
+from compress.techniques import get_technique, parse_composition
+from studies.pareto import OBJECTIVES, objective_value
+from studies.space import suggest
+
+SAMPLERS = ("tpe", "nsga2")
+RECORDED = ("accuracy", "macs", "params", "bops", "latency")
+
+
+@dataclass
+class StudySpec:
+    """A study: candidate techniques on one backbone, objectives, budget and storage."""
+
+    techniques: list[str]
+    backbone: str
+    objectives: list[str]
+    trials: int
+    out: Path
+    study_name: str = "pareto"
+    storage: str | None = None
+    sampler: str = "tpe"
+    seed: int = 0
+    baselines: list[str] = field(default_factory=list)
+    fixed: dict[str, Any] = field(default_factory=dict)  # data and training options
+
+    def __post_init__(self) -> None:
+        for technique in self.techniques:
+            parse_composition(technique)  # unknown names fail here, before any training
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown:
+            raise UsageError(
+                f"unknown objective {unknown[0]!r} (choose from {', '.join(OBJECTIVES)})"
+            )
+        if not 2 <= len(self.objectives) <= 3 or len(set(self.objectives)) != len(self.objectives):
+            raise UsageError("give two or three different objectives, e.g. accuracy,macs")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+        if self.trials < 1:
+            raise UsageError("--trials must be >= 1")
+
+    @property
+    def directory(self) -> Path:
+        return self.out / self.study_name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.out / f'{self.study_name}.db').resolve()}"
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
+
+def trial_options(trial: optuna.Trial, technique: str, backbone: str) -> dict[str, Any]:
+    """The technique's searched options, with the backbone wired into its builder."""
+    options: dict[str, Any] = {}
+    names = parse_composition(technique)
+    for name in names:
+        options.update(suggest(trial, name, get_technique(name).config_cls))
+    if "ghost" in names:
+        if backbone == "ghostnet":
+            options["model"] = "ghostnet"
+        else:
+            options["backbone"] = backbone
+            options.pop("width", None)
+    else:
+        options["model"] = backbone
+    return options
+
+
+def _sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed)
+
+
+def open_study(spec: StudySpec) -> optuna.Study:
+    spec.out.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=spec.study_name,
+        storage=spec.storage_url,
+        directions=spec.directions,
+        sampler=_sampler(spec),
+        load_if_exists=True,
+    )
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
+        raise UsageError(f"study {spec.study_name!r} exists with other objectives")
+    study.set_user_attr("objectives", spec.objectives)
+    return study
+
+
+def run_baselines(spec: StudySpec, study: optuna.Study, console: Console) -> None:
+    """Reference points on the same data and recipe, trained once per study."""
+    done = {b["model"] for b in study.user_attrs.get("baselines", [])}
+    points = list(study.user_attrs.get("baselines", []))
+    for model in spec.baselines:
+        if model in done:
+            continue
+        outcome = run(
+            "baseline", out=spec.directory / "baselines", console=console, model=model, **spec.fixed
+        )
+        points.append(
+            {"model": model, **_recorded(outcome.metrics), "run_dir": str(outcome.run_dir)}
+        )
+        study.set_user_attr("baselines", points)
+
+
+def _recorded(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: objective_value(metrics, name) for name in RECORDED}
+
+
+def optimize(spec: StudySpec, console: Console) -> optuna.Study:
+    """Run ``spec.trials`` more trials (and the baselines) and return the study."""
+    study = open_study(spec)
+    run_baselines(spec, study, console)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        technique = trial.suggest_categorical("technique", spec.techniques)
+        try:
+            options = trial_options(trial, technique, spec.backbone)
+            outcome = run(
+                technique, out=spec.directory / "trials", console=console, **spec.fixed, **options
+            )
+        except TrainingInterrupted:
+            raise KeyboardInterrupt from None  # Ctrl-C ends the study, not just the trial
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
+        recorded = _recorded(outcome.metrics)
+        trial.set_user_attr("metrics", {**recorded, "run_dir": str(outcome.run_dir)})
+        return tuple(recorded[name] for name in spec.objectives)
+
+    study.optimize(objective, n_trials=spec.trials, catch=(Exception,))
+    return study
+
+
+def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]:
+    """Print the Pareto-optimal trials; write the plot and the CSV/JSON export."""
+    from rich.table import Table
+
+    from studies.pareto import export, pareto_front, plot_front, trial_rows
+
+    objectives = study.user_attrs.get("objectives", [])
+    rows = trial_rows(study)
+    done = [row for row in rows if row["state"] == "COMPLETE"]
+    directions = [OBJECTIVES[o][1] for o in objectives]
+    front = pareto_front([[row[o] for o in objectives] for row in done], directions)
+    table = Table(
+        title=f"Pareto-optimal trials of {study.study_name!r} "
+        f"({len(done)} complete, {len(rows) - len(done)} failed)"
+    )
+    for column in ("trial", "technique", "options", "top-1", "MACs", "params", "latency"):
+        table.add_column(column)
+    for index in sorted(front, key=lambda i: done[i]["macs"]):
+        row = done[index]
+        options = ", ".join(
+            f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+            for k, v in row["options"].items()
+        )
+        table.add_row(
+            str(row["trial"]),
+            row["technique"],
+            options,
+            f"{100 * row['accuracy']:.2f}%",
+            f"{row['macs'] / 1e6:.2f} M",
+            f"{row['params'] / 1e6:.3f} M",
+            f"{row['latency']:.2f} ms",
+        )
+    console.print(table)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = export(rows, directory, objectives)
+    plot = directory / "pareto.png"
+    plot_front(done, front, study.user_attrs.get("baselines", []), plot, study.study_name)
+    return [*written, plot]

@@ -1,0 +1,122 @@
+"""Optuna studies: the search space, the Pareto front, failed trials, continuation."""
+
+import json
+from dataclasses import dataclass
+
+import optuna
+import pytest
+from clitools import compress_cli
+from rich.console import Console
+
+from compress.options import Options, option
+from compress.techniques import Technique, register_technique
+from compress.techniques.ghost import GhostConfig
+from studies.pareto import pareto_front
+from studies.space import searchable, suggest
+from studies.study import StudySpec, optimize, trial_options
+
+
+def test_brute_force_front():
+    points = [(0.9, 100), (0.8, 50), (0.85, 120), (0.7, 50), (0.95, 300), (0.8, 60)]
+    assert pareto_front(points, ["maximize", "minimize"]) == [0, 1, 4]
+    assert pareto_front([(1, 1), (1, 1)], ["minimize", "minimize"]) == [0, 1]
+
+
+def test_search_space_comes_from_the_config_declarations():
+    assert searchable(GhostConfig) == ["width", "s", "d"]
+    trial = optuna.trial.FixedTrial({"ghost.width": 0.5, "ghost.s": 3, "ghost.d": 5})
+    assert suggest(trial, "ghost", GhostConfig) == {"width": 0.5, "s": 3, "d": 5}
+    fixed = optuna.trial.FixedTrial({"ghost.width": 1.0, "ghost.s": 4, "ghost.d": 1})
+    assert trial_options(fixed, "ghost", "vgg16") == {"s": 4, "d": 1, "backbone": "vgg16"}
+    prune = optuna.trial.FixedTrial({"prune.ratio": 0.3})
+    assert trial_options(prune, "prune", "resnet20") == {"ratio": 0.3, "model": "resnet20"}
+
+
+@dataclass
+class ExplodeConfig(Options):
+    when: float = option(0.5, "unused", low=0, high=1, search=("float", 0.0, 1.0))
+
+
+@register_technique("explode_for_test")
+class Explode(Technique):
+    stage = "post"
+    config_cls = ExplodeConfig
+
+    def post_train(self, model, config, context):
+        raise RuntimeError("boom")
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    spec = StudySpec(
+        techniques=["explode_for_test", "prune"],
+        backbone="resnet20",
+        objectives=["accuracy", "macs"],
+        trials=4,
+        out=tmp_path,
+        fixed={"dataset": "synthetic", "epochs": 1, "batch_size": 128},
+    )
+    study = optimize(spec, Console(quiet=True))
+    states = [t.state for t in study.trials]
+    assert len(states) == 4 and optuna.trial.TrialState.COMPLETE in states
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.user_attrs["error"] == "RuntimeError: boom" for t in failed)
+
+
+def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
+    args = [
+        "study",
+        "pareto",
+        "--techniques",
+        "ghost,prune",
+        "--backbone",
+        "resnet20",
+        "--baselines",
+        "",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--out",
+        "out",
+    ]
+    first = compress_cli(*args, "--trials", "3", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    rows = json.loads((tmp_path / "out/pareto/trials.json").read_text())
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert len(rows) == 3 and len(done) >= 2
+    front = pareto_front([(r["accuracy"], r["macs"]) for r in done], ["maximize", "minimize"])
+    table = first.stdout.split("Pareto-optimal", 1)[1]
+    listed = sorted(int(line.split("│")[1]) for line in table.splitlines() if line.startswith("│"))
+    assert listed == sorted(done[i]["trial"] for i in front)
+    assert (tmp_path / "out/pareto/pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (
+        "trial,state,technique,options,accuracy,macs"
+        in (tmp_path / "out/pareto/trials.csv").read_text()
+    )
+
+    more = compress_cli(*args, "--trials", "1", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    rows = json.loads((tmp_path / "out/pareto/trials.json").read_text())
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3]  # continued, nothing lost or repeated
+
+    (tmp_path / "out/pareto/pareto.png").unlink()
+    shown = compress_cli("study", "show", "pareto", "--out", "out", cwd=tmp_path)
+    assert shown.returncode == 0 and (tmp_path / "out/pareto/pareto.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--objectives", "accuracy,size"], "unknown objective 'size'"),
+        (["--objectives", "accuracy"], "two or three different objectives"),
+        (["--techniques", "ghost,prun"], "unknown technique 'prun'"),
+        (["--backbone", "resnet21"], "unknown model 'resnet21'"),
+    ],
+)
+def test_bad_study_input(tmp_path, args, message):
+    result = compress_cli("study", "pareto", *args, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
