@@ -16,8 +16,7 @@ from compress import runner, runs
 from compress.engine import TrainConfig, TrainingDiverged, TrainingInterrupted, resolve_device
 from compress.errors import UsageError
 from compress.measure import ESTIMATED, MEASURED, profile_model
-from compress.options import add_arguments, flag
-from compress.options import given as given_options
+from compress.options import add_arguments, explicit, flag
 from compress.registry import create_model, get_entry, list_models
 from compress.reports import console, error_console, profile_table, run_table
 from compress.runner import PRESETS, DataConfig, RunSpec
@@ -154,7 +153,7 @@ def run_spec(composition: str, parsed: argparse.Namespace) -> RunSpec:
             raise UsageError(f"{parsed.resume} is a {spec.name} run, not {'+'.join(names)}")
         return spec
     options = {k: v for k, v in vars(parsed).items() if k not in RUN_SETTINGS}
-    return RunSpec.from_options(composition, given_options(options), parsed.preset)
+    return RunSpec.from_options(composition, explicit(options), parsed.preset)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -210,7 +209,7 @@ def comma_list(text: str) -> list[str]:
 def cmd_study_pareto(args: argparse.Namespace) -> None:
     from studies.study import StudySpec, optimize, report
 
-    fixed = given_options({k: v for k, v in vars(args).items() if k in STUDY_TRAINING})
+    fixed = explicit({k: v for k, v in vars(args).items() if k in STUDY_TRAINING})
     spec = StudySpec(
         techniques=args.techniques,
         backbone=args.backbone,
@@ -234,9 +233,9 @@ def cmd_study_pareto(args: argparse.Namespace) -> None:
 def cmd_study_show(args: argparse.Namespace) -> None:
     import optuna
 
-    from studies.study import report
+    from studies.study import default_storage, report
 
-    storage = args.storage or f"sqlite:///{(Path(args.out) / f'{args.name}.db').resolve()}"
+    storage = args.storage or default_storage(Path(args.out), args.name)
     try:
         study = optuna.load_study(study_name=args.name, storage=storage)
     except KeyError:

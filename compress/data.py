@@ -294,6 +294,12 @@ class DeviceLoader:
         return images
 
 
+def normalization(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data set's channel mean and std as ``(1, 3, 1, 1)`` tensors on ``device``."""
+    mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
+    return mean, torch.tensor(data.std, device=device).view(1, 3, 1, 1)
+
+
 def prepare(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 batch -> normalised float, resized to ``size`` on the device if needed."""
     x = images.float().div_(255).sub_(mean).div_(std)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from compress.data import Dataset, DeviceLoader, prepare
+from compress.data import Dataset, DeviceLoader, normalization, prepare
 from compress.errors import UsageError
 from compress.options import Options, option
 
@@ -188,8 +188,7 @@ class Trainer:
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
         self.size = config.input_size or data.image_size
-        self.mean = torch.tensor(data.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(data.std, device=self.device).view(1, 3, 1, 1)
+        self.mean, self.std = normalization(data, self.device)
         self.train_loader = DeviceLoader(
             data.train_x,
             data.train_y,

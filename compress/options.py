@@ -135,7 +135,7 @@ def _parse_optional(scalar: type) -> Any:
     return parse
 
 
-def given(values: dict[str, Any]) -> dict[str, Any]:
+def explicit(values: dict[str, Any]) -> dict[str, Any]:
     """The options a command line set (``none`` sets an optional one to None)."""
     return {k: None if v is EXPLICIT_NONE else v for k, v in values.items() if v is not None}
 

@@ -40,7 +40,7 @@ class ModelEntry:
 
     @property
     def description(self) -> str:
-        return (inspect.getdoc(self.factory) or "").splitlines()[0] if self.factory else ""
+        return next(iter((inspect.getdoc(self.factory) or "").splitlines()), "")
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -6,7 +6,6 @@ input leaves nothing behind. ``resume`` rebuilds the same run from its config.js
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import sys
 from dataclasses import dataclass, fields
@@ -20,7 +19,9 @@ from safetensors.torch import save_model
 from compress import runs
 from compress.data import DATASETS, Dataset, load_dataset, subset
 from compress.engine import (
+    LossTerm,
     TrainConfig,
+    Trainer,
     TrainingDiverged,
     TrainingInterrupted,
     TrainState,
@@ -32,7 +33,6 @@ from compress.measure import profile_model
 from compress.options import Options, from_values, option
 from compress.plots import plot_curves
 from compress.techniques import RunContext, Technique, get_technique, parse_composition
-from compress.techniques.base import LossTerm
 
 
 @dataclass
@@ -184,8 +184,9 @@ def build(spec: RunSpec, data: Dataset, console: Console) -> Prepared:
     techniques = {use.name: use.technique for use in spec.uses}
     builder, *others = spec.uses
     torch.manual_seed(spec.train.seed)
-    size = spec.train.input_size or data.image_size
-    model = techniques[builder.name].build_model(builder.options, data.num_classes, size)
+    model = techniques[builder.name].build_model(
+        builder.options, data.num_classes, context.input_size
+    )
     terms = []
     for use in others:
         technique = techniques[use.name]
@@ -292,12 +293,12 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
     except TrainingDiverged as error:
         write_metrics("failed", error=str(error))
         raise
-    size = spec.train.input_size or data.image_size
-    profile = profile_model(model, size, resolve_device(spec.train.device), latency_repeats=20)
+    device = resolve_device(spec.train.device)
+    profile = profile_model(model, context.input_size, device, latency_repeats=20)
     reports: dict[str, Any] = {}
     for use in spec.uses:
         reports.update(techniques[use.name].report(model, use.options, context))
-    final_acc, _ = _evaluate_final(model, context)
+    final_acc = _final_accuracy(model, context)
     save_model(model.cpu(), str(run_dir / runs.WEIGHTS))
     plot_curves(state.history, run_dir, spec.label)
     val = [record["val_acc"] for record in state.history]
@@ -314,14 +315,10 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
     return RunOutcome(run_dir, metrics)
 
 
-def _evaluate_final(model: torch.nn.Module, context: RunContext) -> tuple[float, float]:
+def _final_accuracy(model: torch.nn.Module, context: RunContext) -> float:
     """Top-1 of the delivered network (after any pruning or quantization) on the test split."""
-    from compress.engine import Trainer
-
-    recipe = dataclasses.replace(context.train, epochs=1)
-    trainer = Trainer(model, context.data, recipe, torch.Generator())
-    loss, accuracy = trainer.evaluate()
-    return accuracy, loss
+    _, accuracy = Trainer(model, context.data, context.train, torch.Generator()).evaluate()
+    return accuracy
 
 
 # Options that must agree for two runs to be compared side by side.

@@ -26,6 +26,11 @@ SAMPLERS = ("tpe", "nsga2")
 RECORDED = ("accuracy", "macs", "params", "bops", "latency")
 
 
+def default_storage(out: Path, study_name: str) -> str:
+    """A SQLite file beside the study's results: ``OUT/NAME.db``."""
+    return f"sqlite:///{(out / f'{study_name}.db').resolve()}"
+
+
 @dataclass
 class StudySpec:
     """A study: candidate techniques on one backbone, objectives, budget and storage."""
@@ -63,7 +68,7 @@ class StudySpec:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.out / f'{self.study_name}.db').resolve()}"
+        return self.storage or default_storage(self.out, self.study_name)
 
     @property
     def directions(self) -> list[str]:

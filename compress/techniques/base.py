@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -25,7 +25,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from compress.data import Dataset
+from compress.data import Dataset, normalization, prepare
+from compress.engine import LossTerm, TrainConfig
 from compress.errors import UsageError
 from compress.options import Options
 
@@ -47,11 +48,28 @@ class RunContext:
     """What a technique may use besides its own options."""
 
     data: Dataset
-    train: Any  # compress.engine.TrainConfig
+    train: TrainConfig
     console: Console
 
+    @property
+    def input_size(self) -> int:
+        """The side of the network's input: ``--input-size``, else the images' own."""
+        return self.train.input_size or self.data.image_size
 
-LossTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    def example(self, device: torch.device) -> torch.Tensor:
+        """One zero input, for tracing and counting."""
+        return torch.zeros(1, 3, self.input_size, self.input_size, device=device)
+
+    def training_batches(
+        self, device: torch.device, count: int, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` training batches, normalised and resized, not augmented."""
+        mean, std = normalization(self.data, device)
+        images, labels = self.data.train_x, self.data.train_y
+        for start in range(0, min(len(images), count * batch_size), batch_size):
+            batch = images[start : start + batch_size].to(device)
+            inputs = prepare(batch, mean, std, self.input_size)
+            yield inputs, labels[start : start + batch_size].to(device)
 
 
 class Technique:

@@ -23,11 +23,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from compress import runs
-from compress.engine import train
+from compress.engine import LossTerm, train
 from compress.errors import UsageError
 from compress.measure import forward_with_hooks
 from compress.options import Options, option
-from compress.techniques.base import LossTerm, RunContext, Technique, register_technique
+from compress.techniques.base import RunContext, Technique, register_technique
 
 KINDS = ("output", "feature", "attention")
 
@@ -60,11 +60,15 @@ def attention_map(features: torch.Tensor) -> torch.Tensor:
     return F.normalize(features.pow(2).mean(1).flatten(1), dim=1)
 
 
+def resized_like(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``features`` bilinearly resized to ``target``'s spatial size, when they differ."""
+    if features.shape[-2:] == target.shape[-2:]:
+        return features
+    return F.interpolate(features, size=target.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    if student.shape[-2:] != teacher.shape[-2:]:
-        student = F.interpolate(
-            student, size=teacher.shape[-2:], mode="bilinear", align_corners=False
-        )
+    student = resized_like(student, teacher)
     return (attention_map(student) - attention_map(teacher)).pow(2).mean()
 
 
@@ -148,8 +152,7 @@ class Distill(Technique):
                 return config.alpha * kd_loss(logits.float(), target.float(), config.temperature)
 
             return output_term
-        size = context.train.input_size or context.data.image_size
-        example = torch.zeros(1, 3, size, size, device=device)
+        example = context.example(device)
         student_tap = FeatureTap(model, config.student_layer or last_feature_module(model, example))
         self._student_tap = student_tap
         teacher_tap = FeatureTap(
@@ -171,12 +174,7 @@ class Distill(Technique):
             student, target = student_tap.value.float(), teacher_tap.value.float()
             if adapter is None:
                 return config.alpha * attention_loss(student, target)
-            mapped = adapter(student)
-            if mapped.shape[-2:] != target.shape[-2:]:
-                mapped = F.interpolate(
-                    mapped, size=target.shape[-2:], mode="bilinear", align_corners=False
-                )
-            return config.alpha * F.mse_loss(mapped, target)
+            return config.alpha * F.mse_loss(resized_like(adapter(student), target), target)
 
         return feature_term
 

@@ -17,7 +17,6 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compress.data import prepare
 from compress.engine import train
 from compress.errors import UsageError
 from compress.measure import count_macs, forward_with_hooks
@@ -88,11 +87,6 @@ def _importance(kind: str) -> tp.importance.Importance:
     return GhostAwareImportance(base, kind, p=2 if kind == "l2" else 1)
 
 
-def _example(context: RunContext, device: torch.device) -> torch.Tensor:
-    size = context.train.input_size or context.data.image_size
-    return torch.zeros(1, 3, size, size, device=device)
-
-
 def _pruner(model: nn.Module, config: PruneConfig, ratio: float, example: torch.Tensor):
     pruners, _ = ghost_pruning_setup(model)
     return tp.pruner.BasePruner(
@@ -111,17 +105,11 @@ def _pruner(model: nn.Module, config: PruneConfig, ratio: float, example: torch.
 
 def _taylor_gradients(model: nn.Module, context: RunContext, batches: int = 4) -> None:
     """Gradients of the loss on a few training batches, which Taylor importance reads."""
-    device = next(model.parameters()).device
-    data = context.data
-    mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
-    size = context.train.input_size or data.image_size
     model.zero_grad()
     model.train()
-    for start in range(0, min(len(data.train_x), batches * 64), 64):
-        images = data.train_x[start : start + 64].to(device)
-        labels = data.train_y[start : start + 64].to(device)
-        nn.functional.cross_entropy(model(prepare(images, mean, std, size)), labels).backward()
+    device = next(model.parameters()).device
+    for inputs, labels in context.training_batches(device, batches, 64):
+        nn.functional.cross_entropy(model(inputs), labels).backward()
 
 
 def ratio_for_target(model: nn.Module, config: PruneConfig, example: torch.Tensor) -> float:
@@ -155,7 +143,7 @@ class Prune(Technique):
 
     def post_train(self, model: nn.Module, config: PruneConfig, context: RunContext) -> nn.Module:
         device = next(model.parameters()).device
-        example = _example(context, device)
+        example = context.example(device)
         model.eval()
         self._before = {
             "unpruned_params": sum(p.numel() for p in model.parameters()),
@@ -210,7 +198,7 @@ class Prune(Technique):
         train(model, context.data, recipe, console=context.console)
 
     def report(self, model: nn.Module, config: PruneConfig, context: RunContext) -> dict[str, Any]:
-        example = _example(context, next(model.parameters()).device)
+        example = context.example(next(model.parameters()).device)
         model.eval()
         macs = count_macs(model, example)
         result = {

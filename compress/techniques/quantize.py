@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.data import prepare
 from compress.errors import UsageError
 from compress.measure import count_macs, forward_with_hooks
 from compress.options import Options, option
@@ -160,16 +159,14 @@ class Quantize(Technique):
         from brevitas.graph.calibrate import calibration_mode
 
         quantize_layers(model, config)
-        data, device = context.data, next(model.parameters()).device
-        mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
-        size = context.train.input_size or data.image_size
-        batch = context.train.batch_size
+        device = next(model.parameters()).device
+        batches = context.training_batches(
+            device, config.calibration_batches, context.train.batch_size
+        )
         model.eval()
         with torch.no_grad(), calibration_mode(model):
-            for index in range(min(config.calibration_batches, -(-len(data.train_x) // batch))):
-                images = data.train_x[index * batch : (index + 1) * batch].to(device)
-                model(prepare(images, mean, std, size))
+            for inputs, _ in batches:
+                model(inputs)
         return model
 
     def report(
@@ -185,5 +182,4 @@ class Quantize(Technique):
 
 
 def _example(model: nn.Module, context: RunContext) -> torch.Tensor:
-    size = context.train.input_size or context.data.image_size
-    return torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
+    return context.example(next(model.parameters()).device)
