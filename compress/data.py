@@ -246,18 +246,26 @@ class DeviceLoader:
         self.crop_padding = crop_padding if train else 0
         self.flip = flip and train
         self.cutout = cutout if train else 0
+        self.device_generator: torch.Generator | None = None
 
     def __len__(self) -> int:
         count = len(self.images)
         return count // self.batch_size if self.train else -(-count // self.batch_size)
 
     def _random(self, *shape: int, high: int) -> torch.Tensor:
+        if self.device_generator is not None:
+            return torch.randint(
+                0, high, shape, generator=self.device_generator, device=self.device
+            )
         return torch.randint(0, high, shape, generator=self.generator).to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count = len(self.images)
         if self.train:
             order = torch.randperm(count, generator=self.generator).to(self.device)
+            if self.device.type == "cuda":  # a host-to-device copy per batch would stall the GPU
+                seed = int(torch.randint(2**62, (1,), generator=self.generator))
+                self.device_generator = torch.Generator(self.device).manual_seed(seed)
         else:
             order = torch.arange(count, device=self.device)
         for batch in range(len(self)):

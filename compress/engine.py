@@ -58,11 +58,18 @@ class TrainConfig(Options):
     cutout: int = option(0, "cutout square side in pixels (0: off)", low=0)
     input_size: int | None = option(None, "resize inputs on the device (default: native)", low=8)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = option(False, "bf16 autocast on CUDA")
+    amp: bool | None = option(
+        None, "bf16 autocast on CUDA (default: on for inputs above 32px, see docs/benchmarks.md)"
+    )
     channels_last: bool | None = option(
-        None, "channels-last memory format (default: on for CPU, 2x faster there; off on CUDA)"
+        None, "channels-last memory format (default: on for CPU; on CUDA above 32px, like --amp)"
     )
     compile: bool = option(False, "torch.compile the model")
+    cuda_graph: bool | None = option(
+        None,
+        "replay the whole training step as one CUDA graph (default: on where it applies: "
+        "CUDA, adam/adamw, no onecycle, no --compile, no distillation)",
+    )
     cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest kernels (CUDA)")
 
     def check(self) -> None:
@@ -119,7 +126,10 @@ class TrainState:
     rng_data: torch.Tensor | None = None
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """``capturable``: optimizer state and learning rate live on the device, as a graph needs."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -130,6 +140,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             weight_decay=config.weight_decay,
         )
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    if capturable:
+        lr = torch.tensor(config.lr, device=params[0].device)
+        return cls(params, lr, weight_decay=config.weight_decay, capturable=True, fused=True)
     return cls(params, config.lr, weight_decay=config.weight_decay)
 
 
@@ -160,6 +173,61 @@ def build_scheduler(
 
 EpochCallback = Callable[[nn.Module, TrainState], None]
 LossTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+StepOutputs = tuple[torch.Tensor, torch.Tensor]  # detached loss and logits
+Step = Callable[[torch.Tensor, torch.Tensor], StepOutputs]
+
+
+def graph_obstacle(config: TrainConfig, device: torch.device, extra_loss: object) -> str | None:
+    """Why the training step cannot be one CUDA graph, or None when it can."""
+    if device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if config.optimizer == "sgd":
+        return "CUDA graphs need --optimizer adam or adamw"
+    if config.schedule == "onecycle":
+        return "--schedule onecycle changes Adam's betas every step, which a graph cannot"
+    if config.compile:
+        return "--compile and --cuda-graph are alternatives; pick one"
+    if extra_loss is not None:
+        return "distillation runs a teacher in the step, which is not captured"
+    return None
+
+
+class GraphedStep:
+    """The whole training step (forward, loss, backward, update) captured once and replayed.
+
+    A GhostNet step at 32x32 is about a thousand small kernels, and launching them costs
+    more than running them; one graph replay launches them all at once. The first
+    ``warmup`` steps run eagerly on a side stream (they create the optimizer state and
+    let cuDNN choose its kernels), the next is captured, and every later step copies its
+    batch into the captured input buffers and replays. Each step trains on its own batch.
+    """
+
+    def __init__(self, step: Step, warmup: int = 3) -> None:
+        self.step = step
+        self.warmup = warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs = self.labels = torch.empty(0)
+        self.outputs: StepOutputs = (self.inputs, self.inputs)
+
+    def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> StepOutputs:
+        if self.graph is None and self.warmup > 0:
+            self.warmup -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                outputs = self.step(inputs, labels)
+            torch.cuda.current_stream().wait_stream(side)
+            return outputs
+        if self.graph is None:
+            self.inputs, self.labels = inputs.clone(), labels.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = self.step(self.inputs, self.labels)
+        else:
+            self.inputs.copy_(inputs)
+            self.labels.copy_(labels)
+        self.graph.replay()
+        return self.outputs
 
 
 class Trainer:
@@ -177,9 +245,16 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = config.cudnn_benchmark
+        self.size = config.input_size or data.image_size
+        # Measured on an H200 (docs/benchmarks.md): bf16 + channels-last trains GhostNet 2.6x
+        # faster at 224px and 8% slower at 32px, where a step is too small to gain from either.
+        large_on_cuda = self.device.type == "cuda" and self.size > 32
         channels_last = config.channels_last
         if channels_last is None:
-            channels_last = self.device.type == "cpu"
+            channels_last = self.device.type == "cpu" or large_on_cuda
+        self.use_amp = self.device.type == "cuda" and (
+            large_on_cuda if config.amp is None else config.amp
+        )
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=self.device, memory_format=self.memory_format)
         if config.bn_momentum is not None:
@@ -187,7 +262,10 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
-        self.size = config.input_size or data.image_size
+        obstacle = graph_obstacle(config, self.device, extra_loss)
+        if config.cuda_graph and obstacle:
+            raise UsageError(f"--cuda-graph: {obstacle}")
+        self.use_graph = obstacle is None and config.cuda_graph is not False
         self.mean, self.std = normalization(data, self.device)
         self.train_loader = DeviceLoader(
             data.train_x,
@@ -203,16 +281,30 @@ class Trainer:
         self.test_loader = DeviceLoader(
             data.test_x, data.test_y, max(config.batch_size, 256), self.device, train=False
         )
-        self.optimizer = build_optimizer(model, config)
+        self.optimizer = build_optimizer(model, config, capturable=self.use_graph)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.extra_loss = extra_loss
-        self.use_amp = config.amp and self.device.type == "cuda"
+        self.step: Step = GraphedStep(self.eager_step) if self.use_graph else self.eager_step
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.use_amp:  # a graph must not keep autocast's cached casts of the weights
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not self.use_graph)
         return contextlib.nullcontext()
+
+    def eager_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> StepOutputs:
+        """One update of the weights on one batch."""
+        with self.autocast():
+            logits = self.step_model(inputs)
+            loss = self.criterion(logits.float(), labels)
+            if self.extra_loss is not None:
+                loss = loss + self.extra_loss(inputs, logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return loss.detach(), logits.detach()
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = prepare(images, self.mean, self.std, self.size)
@@ -224,23 +316,13 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen, refresh_every = 0, max(1, len(self.train_loader) // 20)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = float(self.optimizer.param_groups[0]["lr"])
         start = time.perf_counter()
         for step, (images, labels) in enumerate(self.train_loader):
-            inputs = self.inputs(images)
-            with self.autocast():
-                logits = self.step_model(inputs)
-                loss = self.criterion(logits.float(), labels)
-                if self.extra_loss is not None:
-                    loss = loss + self.extra_loss(inputs, logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
+            loss, logits = self.step(self.inputs(images), labels)
             self.scheduler.step()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.detach().argmax(1) == labels).sum()
+            loss_sum += loss * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             if (step + 1) % refresh_every == 0:
                 running = loss_sum.item() / seen
