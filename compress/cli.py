@@ -10,14 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
 from rich.console import Console
 
 from compress import runner, runs
+from compress.data import load_image, normalization, prepare
 from compress.engine import TrainConfig, TrainingDiverged, TrainingInterrupted, resolve_device
 from compress.errors import UsageError
 from compress.measure import ESTIMATED, MEASURED, profile_model
 from compress.options import add_arguments, explicit, flag
-from compress.registry import create_model, get_entry, list_models
+from compress.registry import create_model, get_entry, list_models, pretrained_model
 from compress.reports import console, error_console, profile_table, run_table
 from compress.runner import PRESETS, DataConfig, RunSpec
 from compress.techniques import get_technique, list_techniques, parse_composition
@@ -206,10 +208,27 @@ def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def cmd_study_pareto(args: argparse.Namespace) -> None:
-    from studies.study import StudySpec, optimize, report
+def comma_ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 2,3,4, got {text!r}") from None
 
+
+def training_options(
+    args: argparse.Namespace, backbone: str, preset: str | None = None
+) -> dict[str, object]:
+    """The data and training options given on the command line, checked before any work."""
     fixed = explicit({k: v for k, v in vars(args).items() if k in STUDY_TRAINING})
+    get_entry(backbone)  # unknown names fail before any training
+    RunSpec.from_options("baseline", {"model": backbone, **fixed}, preset)
+    return fixed
+
+
+def cmd_study_pareto(args: argparse.Namespace) -> None:
+    from studies.study import StudySpec, optimize, optimize_parallel, report
+
+    fixed = training_options(args, args.backbone)
     spec = StudySpec(
         techniques=args.techniques,
         backbone=args.backbone,
@@ -222,10 +241,10 @@ def cmd_study_pareto(args: argparse.Namespace) -> None:
         seed=args.seed or 0,
         baselines=args.baselines,
         fixed=fixed,
+        workers=args.workers,
     )
-    get_entry(args.backbone)  # validate up front: unknown names fail before any training
-    RunSpec.from_options("baseline", {"model": args.backbone, **fixed})
-    study = optimize(spec, Console(stderr=True))
+    run_study = optimize_parallel if spec.workers > 1 else optimize
+    study = run_study(spec, Console(stderr=True))
     for path in report(study, spec.directory, console):
         console.print(f"wrote {path}", highlight=False)
 
@@ -233,15 +252,188 @@ def cmd_study_pareto(args: argparse.Namespace) -> None:
 def cmd_study_show(args: argparse.Namespace) -> None:
     import optuna
 
-    from studies.study import default_storage, report
+    from studies.storage import default_storage, open_storage
+    from studies.study import report
 
-    storage = args.storage or default_storage(Path(args.out), args.name)
+    out = Path(args.out)
+    if args.storage is None and not any(
+        (out / f"{args.name}{suffix}").exists() for suffix in (".db", ".journal")
+    ):
+        raise UsageError(f"no study {args.name!r} in {out} (pass --out or --storage)")
+    storage = args.storage or default_storage(out, args.name)
     try:
-        study = optuna.load_study(study_name=args.name, storage=storage)
+        study = optuna.load_study(study_name=args.name, storage=open_storage(storage))
     except KeyError:
         raise UsageError(f"no study {args.name!r} in {storage}") from None
-    for path in report(study, Path(args.out) / args.name, console):
+    for path in report(study, out / args.name, console):
         console.print(f"wrote {path}", highlight=False)
+
+
+def cmd_study_ablation(args: argparse.Namespace) -> None:
+    from studies.ablation import (
+        GHOST_BACKBONES,
+        ablation,
+        ablation_table,
+        check_grid,
+        write_results,
+    )
+
+    check_grid(args.backbone, args.s, args.d)
+    fixed = training_options(args, GHOST_BACKBONES[args.backbone], args.preset)
+    out = Path(args.out) / f"ablation-{args.backbone}"
+    rows = ablation(args.backbone, args.s, args.d, fixed, out, Console(stderr=True), args.preset)
+    console.print(ablation_table(args.backbone, rows))
+    for path in write_results(rows, out):
+        console.print(f"wrote {path}", highlight=False)
+
+
+def load_subject(model: str, image: str | None) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """The network ``ghost maps`` and ``ghost fit`` look into, and its normalised image."""
+    path = Path(model)
+    if path.is_dir():
+        network, spec, data = runner.load_trained(path, Console(quiet=True))
+        mean, std = normalization(data, torch.device("cpu"))
+        size = spec.train.input_size or data.image_size
+        return network, prepare(load_image(image, data.image_size), mean, std, size), path.name
+    network = pretrained_model(model)
+    config = network.pretrained_cfg
+    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+    size = config["input_size"][-1]
+    return network, prepare(load_image(image, size), mean, std, size), model
+
+
+def subject_maps(args: argparse.Namespace) -> tuple[torch.Tensor, str, str]:
+    """(C, H, W) maps of the chosen layer, the layer's name and the model's label."""
+    from ghost.redundancy import default_layer, feature_maps
+
+    model, image, label = load_subject(args.model, args.image)
+    layer = args.layer or default_layer(model, image)
+    return feature_maps(model, layer, image), layer, label
+
+
+def cmd_ghost_maps(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from compress.plots import plot_feature_maps
+    from ghost.redundancy import most_similar_pairs, redundancy
+
+    maps, layer, label = subject_maps(args)
+    found = redundancy(maps, args.threshold)
+    shown = maps[: args.max_maps]
+    pairs = most_similar_pairs(shown, args.pairs)
+    summary = Table(title=f"Feature-map redundancy of {label}, layer {layer}")
+    summary.add_column("")
+    summary.add_column("value", justify="right")
+    summary.add_row("maps (dead: all zero)", f"{found.channels} ({found.dead})")
+    summary.add_row("map size", f"{maps.shape[1]} x {maps.shape[2]}")
+    summary.add_row(
+        f"pairs with cosine > {args.threshold}", f"{100 * found.share_pairs_above:.2f}%"
+    )
+    summary.add_row("maps with such a ghost", f"{100 * found.share_maps_with_ghost:.2f}%")
+    for i, j, similarity in pairs:
+        summary.add_row(f"boxed pair: maps {i} and {j}", f"cosine {similarity:.3f}")
+    console.print(summary)
+    histogram = Table(title="Cosine similarity of every pair of live maps")
+    for column in ("from", "to", "pairs"):
+        histogram.add_column(column, justify="right")
+    for low, high, count in found.histogram():
+        histogram.add_row(f"{low:+.1f}", f"{high:+.1f}", f"{count:,}")
+    console.print(histogram)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"maps-{Path(label).name}-{layer.replace('.', '_')}.png"
+    title = f"{label} {layer}: first {len(shown)} of {found.channels} maps, similar pairs boxed"
+    plot_feature_maps(shown, pairs, found.pair_similarities, path, title)
+    console.print(f"wrote {path}", highlight=False)
+
+
+def cmd_ghost_fit(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from ghost.module import check_ghost_options
+    from ghost.redundancy import fit_cheap_operation, most_similar_pairs
+
+    try:
+        for d in args.d:
+            check_ghost_options(2, d)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    maps, layer, label = subject_maps(args)
+    pairs = most_similar_pairs(maps, args.pairs)
+    table = Table(
+        title=f"MSE of the best d x d depthwise filter from map i to map j "
+        f"({label}, {layer}; maps scaled to unit std)"
+    )
+    for column in ("i", "j", "cosine", *(f"d = {d}" for d in args.d)):
+        table.add_column(column, justify="right")
+    errors = {d: [] for d in args.d}
+    for i, j, similarity in pairs:
+        for d in args.d:
+            errors[d].append(fit_cheap_operation(maps[i], maps[j], d).mse)
+        table.add_row(
+            str(i), str(j), f"{similarity:.3f}", *(f"{errors[d][-1]:.3e}" for d in args.d)
+        )
+    table.add_row("mean", "", "", *(f"{sum(e) / len(e):.3e}" for e in errors.values()))
+    console.print(table)
+
+
+def cmd_ghost_theory(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from ghost.theory import approximate_ratio, conv_vs_ghost
+
+    try:
+        ratio = conv_vs_ghost(args.c, args.n, args.k, args.s, args.d, (args.h, args.w))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    table = Table(
+        title=f"Conv {args.c}->{args.n}, {args.k}x{args.k} on {args.h}x{args.w} "
+        f"vs Ghost module s={args.s}, d={args.d}"
+    )
+    for column in ("", "Eq. 4 / 5", "measured"):
+        table.add_column(column, justify="right")
+    table.add_row("r_s: conv MACs / Ghost MACs", f"{ratio.theory:.4f}", f"{ratio.mac_ratio:.4f}")
+    table.add_row(
+        "r_c: conv weights / Ghost weights", f"{ratio.theory:.4f}", f"{ratio.param_ratio:.4f}"
+    )
+    table.add_row("s c / (s + c - 1) (d ~ k)", f"{approximate_ratio(args.c, args.s):.4f}", "")
+    console.print(table)
+
+
+def read_runs(directories: Sequence[str]) -> list[dict]:
+    """metrics.json of each run directory; a run without epochs has nothing to compare."""
+    runs_read = []
+    for directory in directories:
+        metrics = runs.read_json(Path(directory) / runs.METRICS)
+        if not metrics.get("history"):
+            raise UsageError(f"{directory} has no completed epoch to compare")
+        runs_read.append(metrics)
+    return runs_read
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from compress.plots import plot_compare
+    from compress.reports import compare_table
+
+    compared = read_runs(args.runs)
+    names = [Path(directory).name for directory in args.runs]
+    console.print(compare_table(names, compared))
+    png = Path(args.png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_compare([(m["label"], m["history"]) for m in compared], png)
+    console.print(f"wrote {png}", highlight=False)
+
+
+def cmd_reproduce_seed(args: argparse.Namespace) -> None:
+    from compress.reproduce import SEED_MODELS, read_published, reproduce_seed
+
+    published = read_published(args.published)
+    options = explicit({k: v for k, v in vars(args).items() if k in STUDY_TRAINING})
+    for model in SEED_MODELS:  # every option checked before the first epoch
+        RunSpec.from_options("baseline", {"model": model, **options}, "seed")
+    report = reproduce_seed(Path(args.out), options, Console(stderr=True), published)
+    console.print(f"wrote {report} and {report.parent / 'curves.png'}", highlight=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,14 +470,64 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("rest", nargs=argparse.REMAINDER, help="the technique's options")
     run.set_defaults(handler=cmd_run)
 
+    compare = commands.add_parser("compare", help="runs side by side: costs and curves")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    compare.add_argument("--png", default="runs/compare.png", help="the overlaid curves")
+    compare.set_defaults(handler=cmd_compare)
+
+    reproduce = commands.add_parser("reproduce", help="reproduce a published experiment")
+    experiments = reproduce.add_subparsers(dest="experiment", required=True)
+    seed = experiments.add_parser(
+        "seed", help="GhostNet vs MobileNetV3-Large with the seed protocol, as report.md"
+    )
+    seed.add_argument("--published", help="the seed's numbers as JSON {model: {row: value}}")
+    seed.add_argument("--out", default="runs/reproduce-seed", help="report directory")
+    add_arguments(seed, DataConfig, "data (default: the seed's CIFAR-10)")
+    add_arguments(seed, TrainConfig, "training (default: the seed's protocol)")
+    seed.set_defaults(handler=cmd_reproduce_seed)
+
+    ghost = commands.add_parser("ghost", help="the paper's evidence: redundant maps, cheap fits")
+    ghosts = ghost.add_subparsers(dest="ghost_command", required=True)
+    maps = ghosts.add_parser("maps", help="one layer's feature maps, similar pairs boxed")
+    fit = ghosts.add_parser("fit", help="fit d x d depthwise filters between similar maps")
+    for sub in (maps, fit):
+        sub.add_argument(
+            "--model",
+            default="resnet50",
+            help="a run directory of `compress run`, or a timm model with pretrained weights "
+            "(default: resnet50, the paper's Figure 1; needs the internet)",
+        )
+        sub.add_argument("--layer", help="module name (default: layer1, else the widest map)")
+        sub.add_argument("--image", help="an image file (default: scikit-learn's china.jpg)")
+    maps.add_argument("--threshold", type=float, default=0.9, help="cosine counted as a ghost")
+    maps.add_argument("--pairs", type=positive_int, default=6, help="pairs to box")
+    maps.add_argument("--max-maps", type=positive_int, default=64, help="maps drawn")
+    maps.add_argument("--out", default="runs/ghost", help="where the PNG goes")
+    maps.set_defaults(handler=cmd_ghost_maps)
+    fit.add_argument("--pairs", type=positive_int, default=5, help="most similar pairs fitted")
+    fit.add_argument("--d", type=comma_ints, default=[1, 3, 5, 7], help="kernels (1,3,5,7)")
+    fit.set_defaults(handler=cmd_ghost_fit)
+    theory = ghosts.add_parser("theory", help="Eq. 4/5 ratios beside a measured Ghost module")
+    for name, default, text in (
+        ("c", 64, "input channels"),
+        ("n", 128, "output channels"),
+        ("k", 3, "conv kernel"),
+        ("s", 2, "ratio s"),
+        ("d", 3, "cheap kernel d"),
+        ("h", 32, "input height"),
+        ("w", 32, "input width"),
+    ):
+        theory.add_argument(f"--{name}", type=positive_int, default=default, help=text)
+    theory.set_defaults(handler=cmd_ghost_theory)
+
     study = commands.add_parser("study", help="Optuna studies over techniques")
     studies = study.add_subparsers(dest="study_command", required=True)
     pareto = studies.add_parser("pareto", help="multi-objective study: accuracy vs cost")
     pareto.add_argument(
         "--techniques",
         type=comma_list,
-        default=["ghost", "prune", "quantize"],
-        help="candidates, comma-separated (default: ghost,prune,quantize)",
+        default=["ghost", "prune", "quantize", "distill"],
+        help="candidates, comma-separated (default: ghost,prune,quantize,distill)",
     )
     pareto.add_argument("--backbone", default="resnet20", help="model every technique starts from")
     pareto.add_argument(
@@ -304,10 +546,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=["ghostnet", "mobilenetv3_large", "mobilenetv3_small"],
         help="reference models trained on the same data and recipe",
     )
+    pareto.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="worker processes sharing the study (journal file storage; a GPU each if several)",
+    )
     pareto.add_argument("--out", default="runs/studies", help="results root")
     add_arguments(pareto, DataConfig, "data")
     add_arguments(pareto, TrainConfig, "training")
     pareto.set_defaults(handler=cmd_study_pareto)
+    grid = studies.add_parser(
+        "ablation", help="the paper's s and d ablation: exact params/MACs, measured top-1"
+    )
+    grid.add_argument("--backbone", default="vgg16", choices=("vgg16", "resnet56"))
+    grid.add_argument("--s", type=comma_ints, default=[2, 3, 4, 5], help="ratios s (2,3,4,5)")
+    grid.add_argument("--d", type=comma_ints, default=[1, 3, 5, 7], help="kernels d (1,3,5,7)")
+    grid.add_argument(
+        "--preset", choices=sorted(PRESETS), help="paper: the paper's CIFAR-10 recipe (164 epochs)"
+    )
+    grid.add_argument("--out", default="runs/studies", help="results root")
+    add_arguments(grid, DataConfig, "data")
+    add_arguments(grid, TrainConfig, "training")
+    grid.set_defaults(handler=cmd_study_ablation)
     show = studies.add_parser("show", help="redraw a study's table, plot and export")
     show.add_argument("name", help="study name")
     show.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
@@ -327,6 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"compress {args.command}: error: {error}", highlight=False, soft_wrap=True
         )
         return 2
+    except KeyboardInterrupt:  # `run` says more; studies keep every finished trial
+        error_console.print(f"compress {args.command}: interrupted", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -314,3 +314,27 @@ def prepare(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: i
     if x.shape[-1] != size:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x
+
+
+def load_image(path: str | None, size: int) -> torch.Tensor:
+    """One RGB image as uint8 ``(1, 3, size, size)``, centre-cropped to a square and resized.
+
+    Without ``path``: ``china.jpg`` (the Summer Palace, Beijing), the photo that
+    scikit-learn ships in ``sklearn.datasets``, so the default needs no download.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if path is None:
+        from sklearn.datasets import load_sample_image
+
+        image = Image.fromarray(load_sample_image("china.jpg"))
+    else:
+        try:
+            image = Image.open(path).convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            raise UsageError(f"cannot read image {path}: {error}") from None
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side)).resize((size, size))
+    pixels = torch.from_numpy(np.asarray(square, dtype=np.uint8).copy())
+    return pixels.permute(2, 0, 1)[None]

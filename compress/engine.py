@@ -68,7 +68,7 @@ class TrainConfig(Options):
     cuda_graph: bool | None = option(
         None,
         "replay the whole training step as one CUDA graph (default: on where it applies: "
-        "CUDA, adam/adamw, no onecycle, no --compile, no distillation)",
+        "CUDA, adam/adamw, no onecycle, no --compile, no distillation, no quantization)",
     )
     cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest kernels (CUDA)")
 
@@ -177,7 +177,9 @@ StepOutputs = tuple[torch.Tensor, torch.Tensor]  # detached loss and logits
 Step = Callable[[torch.Tensor, torch.Tensor], StepOutputs]
 
 
-def graph_obstacle(config: TrainConfig, device: torch.device, extra_loss: object) -> str | None:
+def graph_obstacle(
+    model: nn.Module, config: TrainConfig, device: torch.device, extra_loss: object
+) -> str | None:
     """Why the training step cannot be one CUDA graph, or None when it can."""
     if device.type != "cuda":
         return "CUDA graphs need a CUDA device"
@@ -189,6 +191,8 @@ def graph_obstacle(config: TrainConfig, device: torch.device, extra_loss: object
         return "--compile and --cuda-graph are alternatives; pick one"
     if extra_loss is not None:
         return "distillation runs a teacher in the step, which is not captured"
+    if any(type(m).__module__.startswith("brevitas") for m in model.modules()):
+        return "brevitas quantizers have not been checked under graph capture"
     return None
 
 
@@ -262,7 +266,7 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
-        obstacle = graph_obstacle(config, self.device, extra_loss)
+        obstacle = graph_obstacle(model, config, self.device, extra_loss)
         if config.cuda_graph and obstacle:
             raise UsageError(f"--cuda-graph: {obstacle}")
         self.use_graph = obstacle is None and config.cuda_graph is not False

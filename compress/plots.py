@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import torch
 
 from compress.runs import atomic_write
 
@@ -29,3 +30,65 @@ def plot_curves(history: list[dict[str, float]], directory: Path, title: str) ->
         plt.close(figure)
         written.append(path)
     return written
+
+
+def plot_compare(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> None:
+    """Every run's train (dashed) and val (solid) loss and accuracy, overlaid."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for index, (label, history) in enumerate(runs):
+        color = f"C{index}"
+        epochs = [record["epoch"] for record in history]
+        for axis, metric in zip(axes, ("loss", "acc"), strict=True):
+            train = [r[f"train_{metric}"] for r in history]
+            axis.plot(epochs, train, "--", color=color, label=f"{label} train")
+            axis.plot(
+                epochs,
+                [r[f"val_{metric}"] for r in history],
+                "-o",
+                color=color,
+                markersize=3,
+                label=f"{label} val",
+            )
+    for axis, name in zip(axes, ("loss", "accuracy"), strict=True):
+        axis.set(xlabel="epoch", ylabel=name, title=name)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)
+
+
+PAIR_COLORS = ("red", "lime", "deepskyblue", "orange", "magenta", "yellow", "cyan", "white")
+
+
+def plot_feature_maps(
+    maps: torch.Tensor,
+    pairs: list[tuple[int, int, float]],
+    similarities: torch.Tensor,
+    path: Path,
+    title: str,
+    columns: int = 8,
+) -> None:
+    """A grid of feature maps, each similar pair boxed in its own colour (the paper's
+    Figure 1), above the histogram of pairwise cosine similarity."""
+    from matplotlib.gridspec import GridSpec
+
+    rows = -(-len(maps) // columns)
+    figure = plt.figure(figsize=(columns * 1.1, rows * 1.1 + 2.4), dpi=100)
+    grid = GridSpec(rows + 2, columns, figure=figure)
+    boxed = {c: PAIR_COLORS[k % len(PAIR_COLORS)] for k, p in enumerate(pairs) for c in p[:2]}
+    for index, image in enumerate(maps):
+        axis = figure.add_subplot(grid[index // columns, index % columns])
+        axis.imshow(image.numpy(), cmap="gray")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        color = boxed.get(index)
+        for spine in axis.spines.values():
+            spine.set(edgecolor=color or "none", linewidth=3 if color else 0)
+    axis = figure.add_subplot(grid[rows:, :])
+    axis.hist(similarities.numpy(), bins=40, range=(-1, 1), color="grey")
+    axis.set(xlabel="cosine similarity of a pair of maps", ylabel="pairs")
+    figure.suptitle(title)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -116,3 +117,35 @@ def create_model(name: str, num_classes: int | None = None, **options: object) -
         )
     except (ValueError, TypeError) as error:
         raise UsageError(f"{name}: {error}") from None
+
+
+def _hub_reachable() -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def pretrained_model(name: str) -> nn.Module:
+    """A timm model with its published weights (``resnet50`` or ``timm:resnet50``).
+
+    Offline, a copy in the local Hugging Face cache still loads; without one the error
+    says what to use instead, at once rather than after the hub client's retries.
+    """
+    import huggingface_hub.constants
+    import timm
+
+    timm_name = name.removeprefix("timm:")
+    if not timm.is_model(timm_name):
+        raise UsageError(f"{name} is neither a run directory nor a timm model name")
+    if not _hub_reachable():
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        return timm.create_model(timm_name, pretrained=True).eval()
+    except Exception as error:  # the hub client's errors vary by version
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UsageError(
+            f"cannot fetch the pretrained weights of {timm_name} ({reason}); offline, pass a "
+            "run directory made by `compress run` instead, e.g. --model runs/<run>"
+        ) from None

@@ -109,7 +109,7 @@ def _run_cell(metrics: dict, field: str) -> str:
         return "n/a"
     if isinstance(value, str):
         return value
-    if field in ("params", "nonzero_params"):
+    if field in ("params", "trainable_params", "nonzero_params"):
         return f"{si(value)} ({value:,})"
     if field.endswith("macs") or field.endswith("bops") or field == "flops":
         return si(value)
@@ -134,4 +134,38 @@ def run_table(columns: Sequence[tuple[str, dict]]) -> Table:
         if field in OPTIONAL_ROWS and not any(field in metrics for _, metrics in columns):
             continue
         table.add_row(label, *(_run_cell(metrics, field) for _, metrics in columns))
+    return table
+
+
+CURVE_ROWS: tuple[tuple[str, str], ...] = (
+    ("train loss", "train_loss"),
+    ("train acc", "train_acc"),
+    ("val loss", "val_loss"),
+    ("val acc", "val_acc"),
+)
+
+
+def comparison_rows(runs: Sequence[dict]) -> list[list[str]]:
+    """The seed's comparison, one cell per run: costs, then the first and last epoch."""
+    rows = [
+        [label, *(_run_cell(metrics, field) for metrics in runs)]
+        for label, field in PROFILE_ROWS
+        if field != "nonzero_params"
+    ]
+    rows.append(["epochs", *(str(len(metrics["history"])) for metrics in runs)])
+    for which, index in (("first", 0), ("last", -1)):
+        for label, key in CURVE_ROWS:
+            values = [metrics["history"][index][key] for metrics in runs]
+            cells = [f"{100 * v:.2f}%" if key.endswith("acc") else f"{v:.4f}" for v in values]
+            rows.append([f"{which} epoch: {label}", *cells])
+    return rows
+
+
+def compare_table(names: Sequence[str], runs: Sequence[dict]) -> Table:
+    table = Table(title="Runs compared (val: the held-out test split)")
+    table.add_column("", no_wrap=True)
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in comparison_rows(runs):
+        table.add_row(*row)
     return table

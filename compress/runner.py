@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -282,8 +283,10 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
         for use in spec.uses:
             model = techniques[use.name].after_training(model, use.options, context)
         post = [use for use in spec.uses if techniques[use.name].stage == "post"]
+        post_start = time.perf_counter()
         for use in post:
             model = techniques[use.name].post_train(model, use.options, context)
+        post_time = time.perf_counter() - post_start
     except TrainingInterrupted as stop:
         stop.run_dir = run_dir
         write_metrics("interrupted")
@@ -311,8 +314,27 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
         best_epoch=best + 1,
         final_val_acc=final_acc,
         train_time_s=sum(record["time_s"] for record in state.history),
+        post_time_s=post_time,  # pruning and fine-tuning, calibration: the technique's own work
     )
     return RunOutcome(run_dir, metrics)
+
+
+def load_trained(
+    run_dir: Path, console: Console, data: Dataset | None = None
+) -> tuple[torch.nn.Module, RunSpec, Dataset]:
+    """A completed run's network with its final weights (pruned shapes fitted to them),
+    with its spec and data set (``data`` when given, else the run's own, loaded)."""
+    from safetensors.torch import load_file
+
+    from compress.structure import fit_to_state_dict
+
+    spec = RunSpec.from_record(runs.read_json(run_dir / runs.CONFIG))
+    weights = run_dir / runs.WEIGHTS
+    if not weights.exists():
+        raise UsageError(f"run {run_dir} has no {runs.WEIGHTS}: did it complete?")
+    data = data or load_data(spec.data)
+    model = build(spec, data, console).model
+    return fit_to_state_dict(model, load_file(weights)).eval(), spec, data
 
 
 def _final_accuracy(model: torch.nn.Module, context: RunContext) -> float:

@@ -8,6 +8,7 @@ training state after the last completed epoch; ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -46,6 +47,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_json(path: Path, payload: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """``rows`` as CSV with ``columns`` (other keys left out); dicts and lists as JSON."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
+                )
+
+    atomic_write(path, write)
 
 
 def read_json(path: Path) -> Any:

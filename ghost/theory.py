@@ -69,42 +69,49 @@ def layer_ratios(model: nn.Module, report: GhostifyReport, input_size: int) -> l
     layers = [module for module, name in names.items() if name in changed]
     example = torch.zeros(1, 3, input_size, input_size, device=_device(model))
     forward_with_hooks(model.eval(), example, layers, record)
-    rows = []
-    for layer in report.changed:
-        shape = (1, *shapes[layer.name][1:])
-        conv = nn.Conv2d(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.kernel_size // 2,
-            bias=False,
-            device="meta",
-        )
-        ghost = GhostModule(
+    return [
+        conv_vs_ghost(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,
             report.s,
             report.d,
+            shapes[layer.name][2:],
             layer.stride,
             layer.relu,
-        ).to("meta")
-        inputs = torch.empty(shape, device="meta")
-        output = conv(inputs)
-        rows.append(
-            LayerRatio(
-                name=layer.name,
-                c=layer.in_channels,
-                n=layer.out_channels,
-                k=layer.kernel_size,
-                output_hw=(output.shape[2], output.shape[3]),
-                theory=speedup_ratio(layer.in_channels, layer.kernel_size, report.s, report.d),
-                mac_ratio=count_macs(conv, inputs) / count_macs(ghost, inputs),
-                param_ratio=_conv_weights(conv) / _conv_weights(ghost),
-            )
+            layer.name,
         )
-    return rows
+        for layer in report.changed
+    ]
+
+
+def conv_vs_ghost(
+    c: int,
+    n: int,
+    k: int,
+    s: int,
+    d: int,
+    input_hw: tuple[int, int],
+    stride: int = 1,
+    relu: bool = True,
+    name: str = "conv",
+) -> LayerRatio:
+    """Eq. 4 beside the MAC and weight ratios of a real ``k x k`` conv and its Ghost module,
+    counted by PyTorch's FLOP counter on meta tensors (no memory, any size)."""
+    conv = nn.Conv2d(c, n, k, stride, k // 2, bias=False, device="meta")
+    ghost = GhostModule(c, n, k, s, d, stride, relu).to("meta")
+    inputs = torch.empty(1, c, *input_hw, device="meta")
+    output = conv(inputs)
+    return LayerRatio(
+        name=name,
+        c=c,
+        n=n,
+        k=k,
+        output_hw=(output.shape[2], output.shape[3]),
+        theory=speedup_ratio(c, k, s, d),
+        mac_ratio=count_macs(conv, inputs) / count_macs(ghost, inputs),
+        param_ratio=_conv_weights(conv) / _conv_weights(ghost),
+    )
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,31 +62,39 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 def export(rows: list[dict[str, Any]], directory: Path, objectives: Sequence[str]) -> list[Path]:
     """``trials.json`` and ``trials.csv`` (one column per objective) in ``directory``."""
-    from compress.runs import atomic_write, write_json
+    from compress.runs import write_csv, write_json
 
     json_path, csv_path = directory / "trials.json", directory / "trials.csv"
     write_json(json_path, rows)
     columns = ["trial", "state", "technique", "options", *objectives, "run_dir", "error"]
-
-    def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({**row, "options": json.dumps(row["options"])})
-
-    atomic_write(csv_path, write_csv)
+    write_csv(csv_path, rows, columns)
     return [json_path, csv_path]
+
+
+AXIS_LABELS = {
+    "accuracy": "top-1 (test split)",
+    "macs": "MACs",
+    "params": "params",
+    "bops": "BOPs",
+    "latency": "latency (ms, batch 1)",
+}
+
+
+def plot_axes(objectives: Sequence[str]) -> tuple[str, str]:
+    """(x, y): accuracy up the side when it is an objective, the first cost along."""
+    y = "accuracy" if "accuracy" in objectives else objectives[1]
+    return next(o for o in objectives if o != y), y
 
 
 def plot_front(
     rows: list[dict[str, Any]],
-    front: list[int],
     baselines: list[dict[str, Any]],
+    objectives: Sequence[str],
     path: Path,
     title: str,
 ) -> None:
-    """Accuracy against MACs (log axis), coloured by technique, front drawn, baselines marked."""
+    """Accuracy against the first cost (log axis), coloured by technique, the front of the
+    two drawn, baselines marked. Other objective pairs are plotted the same way."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,18 +102,22 @@ def plot_front(
 
     from compress.runs import atomic_write
 
+    x, y = plot_axes(objectives)
     figure, axis = plt.subplots(figsize=(7, 5), dpi=100)
     done = [r for r in rows if r["state"] == "COMPLETE"]
     for technique in sorted({r["technique"] for r in done}):
         chosen = [r for r in done if r["technique"] == technique]
-        axis.scatter([r["macs"] for r in chosen], [r["accuracy"] for r in chosen], label=technique)
-    points = sorted((done[i]["macs"], done[i]["accuracy"]) for i in front)
+        axis.scatter([r[x] for r in chosen], [r[y] for r in chosen], label=technique)
+    directions = [OBJECTIVES[x][1], OBJECTIVES[y][1]]
+    front = pareto_front([(r[x], r[y]) for r in done], directions)
+    points = sorted((done[i][x], done[i][y]) for i in front)
     if points:
         axis.step(*zip(*points, strict=True), where="post", color="black", lw=1, label="front")
     for baseline in baselines:
-        axis.scatter(baseline["macs"], baseline["accuracy"], marker="*", s=160, color="grey")
-        axis.annotate(baseline["model"], (baseline["macs"], baseline["accuracy"]), fontsize=8)
-    axis.set(xscale="log", xlabel="MACs", ylabel="top-1 (test split)", title=title)
+        axis.scatter(baseline[x], baseline[y], marker="*", s=160, color="grey")
+        axis.annotate(baseline["model"], (baseline[x], baseline[y]), fontsize=8)
+    axis.set(xlabel=AXIS_LABELS[x], ylabel=AXIS_LABELS[y], title=title)
+    axis.set_xscale("log")
     axis.grid(alpha=0.3)
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=8)

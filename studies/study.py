@@ -8,12 +8,16 @@ as FAIL with its error, and the study goes on. The same storage and name continu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 from rich.console import Console
+from rich.progress import Progress
 
 from compress.engine import TrainingInterrupted
 from compress.errors import UsageError
@@ -21,14 +25,16 @@ from compress.runner import run
 from compress.techniques import get_technique, parse_composition
 from studies.pareto import OBJECTIVES, objective_value
 from studies.space import suggest
+from studies.storage import (
+    check_concurrency,
+    claim,
+    default_storage,
+    fail_orphaned_trials,
+    open_storage,
+)
 
 SAMPLERS = ("tpe", "nsga2")
 RECORDED = ("accuracy", "macs", "params", "bops", "latency")
-
-
-def default_storage(out: Path, study_name: str) -> str:
-    """A SQLite file beside the study's results: ``OUT/NAME.db``."""
-    return f"sqlite:///{(out / f'{study_name}.db').resolve()}"
 
 
 @dataclass
@@ -46,6 +52,7 @@ class StudySpec:
     seed: int = 0
     baselines: list[str] = field(default_factory=list)
     fixed: dict[str, Any] = field(default_factory=dict)  # data and training options
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for technique in self.techniques:
@@ -61,6 +68,9 @@ class StudySpec:
             raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}")
         if self.trials < 1:
             raise UsageError("--trials must be >= 1")
+        if self.workers < 1:
+            raise UsageError("--workers must be >= 1")
+        check_concurrency(self.storage_url, self.workers)
 
     @property
     def directory(self) -> Path:
@@ -68,7 +78,7 @@ class StudySpec:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or default_storage(self.out, self.study_name)
+        return self.storage or default_storage(self.out, self.study_name, self.workers)
 
     @property
     def directions(self) -> list[str]:
@@ -102,7 +112,7 @@ def open_study(spec: StudySpec) -> optuna.Study:
     spec.out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=spec.study_name,
-        storage=spec.storage_url,
+        storage=open_storage(spec.storage_url),
         directions=spec.directions,
         sampler=_sampler(spec),
         load_if_exists=True,
@@ -110,6 +120,7 @@ def open_study(spec: StudySpec) -> optuna.Study:
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
         raise UsageError(f"study {spec.study_name!r} exists with other objectives")
     study.set_user_attr("objectives", spec.objectives)
+    fail_orphaned_trials(study)  # trials whose worker died since the study was last open
     return study
 
 
@@ -133,12 +144,15 @@ def _recorded(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: objective_value(metrics, name) for name in RECORDED}
 
 
-def optimize(spec: StudySpec, console: Console) -> optuna.Study:
-    """Run ``spec.trials`` more trials (and the baselines) and return the study."""
+def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optuna.Study:
+    """Run ``spec.trials`` more trials in this process (and the baselines); return the study."""
     study = open_study(spec)
-    run_baselines(spec, study, console)
+    if baselines:
+        run_baselines(spec, study, console)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        claim(trial)
+        fail_orphaned_trials(study)
         technique = trial.suggest_categorical("technique", spec.techniques)
         try:
             options = trial_options(trial, technique, spec.backbone)
@@ -155,6 +169,71 @@ def optimize(spec: StudySpec, console: Console) -> optuna.Study:
         return tuple(recorded[name] for name in spec.objectives)
 
     study.optimize(objective, n_trials=spec.trials, catch=(Exception,))
+    return study
+
+
+def _worker(spec: StudySpec, threads: int) -> None:
+    """One worker process: its share of the trials, quietly (trials record their errors)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optimize(spec, Console(quiet=True), baselines=False)
+
+
+def worker_specs(spec: StudySpec) -> list[StudySpec]:
+    """Each worker's share of the trials (all of them together: exactly ``spec.trials``),
+    its own sampler seed, and its own GPU when the machine has several."""
+    import torch
+
+    device = spec.fixed.get("device", "auto")
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    share, extra = divmod(spec.trials, spec.workers)
+    specs = []
+    for index in range(min(spec.workers, spec.trials)):
+        fixed = {**spec.fixed, "device": f"cuda:{index % gpus}"} if gpus > 1 else spec.fixed
+        trials = share + (index < extra)
+        storage = spec.storage_url
+        seed = spec.seed + index  # one seed for all would make every worker sample alike
+        specs.append(
+            replace(spec, trials=trials, workers=1, storage=storage, fixed=fixed, seed=seed)
+        )
+    return specs
+
+
+def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
+    """``spec.trials`` more trials over ``spec.workers`` processes sharing the storage."""
+    study = open_study(spec)
+    run_baselines(spec, study, console)
+    before = len(study.trials)
+    threads = max(1, (os.cpu_count() or 1) // spec.workers)
+    context = multiprocessing.get_context("spawn")  # no forked CUDA or thread-pool state
+    processes = [
+        context.Process(target=_worker, args=(worker, threads), name=f"worker-{index}")
+        for index, worker in enumerate(worker_specs(spec))
+    ]
+    for process in processes:
+        process.start()
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{len(processes)} workers", total=spec.trials)
+            while any(process.is_alive() for process in processes):
+                states = [t.state for t in study.get_trials(deepcopy=False)[before:]]
+                progress.update(task, completed=sum(s.is_finished() for s in states))
+                time.sleep(1)
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record it
+        for process in processes:
+            process.join(timeout=60)
+        raise
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            console.print(
+                f"{process.name} (pid {process.pid}) ended with exit code {process.exitcode}; "
+                "its trial is marked failed and queued again: run the same command to go on",
+                highlight=False,
+            )
+    fail_orphaned_trials(study)
     return study
 
 
@@ -194,5 +273,5 @@ def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]
     directory.mkdir(parents=True, exist_ok=True)
     written = export(rows, directory, objectives)
     plot = directory / "pareto.png"
-    plot_front(done, front, study.user_attrs.get("baselines", []), plot, study.study_name)
+    plot_front(rows, study.user_attrs.get("baselines", []), objectives, plot, study.study_name)
     return [*written, plot]

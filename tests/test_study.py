@@ -120,3 +120,33 @@ def test_bad_study_input(tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_timm_baselines_are_trained_once_and_marked(tmp_path):
+    import timm
+    import torch
+
+    from compress.measure import count_macs
+
+    spec = StudySpec(
+        techniques=["prune"],
+        backbone="resnet20",
+        objectives=["accuracy", "params"],
+        trials=1,
+        out=tmp_path,
+        baselines=["timm:mobilenetv3_small_050"],
+        fixed={"dataset": "synthetic", "epochs": 1, "batch_size": 128},
+    )
+    study = optimize(spec, Console(quiet=True))
+    (point,) = study.user_attrs["baselines"]
+    model = timm.create_model("mobilenetv3_small_050", num_classes=4).eval()
+    assert point["model"] == "timm:mobilenetv3_small_050"
+    assert point["macs"] == count_macs(model, torch.randn(1, 3, 32, 32))
+    assert point["params"] == sum(p.numel() for p in model.parameters())
+    optimize(spec, Console(quiet=True))  # continuing the study does not train it again
+    assert len(list((tmp_path / "pareto/baselines").iterdir())) == 1
+
+    from studies.study import report
+
+    report(study, tmp_path / "pareto", Console(quiet=True))
+    assert (tmp_path / "pareto/pareto.png").read_bytes()[:4] == b"\x89PNG"

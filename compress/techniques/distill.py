@@ -19,10 +19,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from compress import runs
 from compress.engine import LossTerm, train
 from compress.errors import UsageError
 from compress.measure import forward_with_hooks
@@ -106,17 +104,11 @@ class FeatureTap:
 def load_teacher(config: DistillConfig, context: RunContext) -> nn.Module:
     """A teacher from a run directory, or trained now from a model name."""
     from compress.registry import create_model
-    from compress.runner import RunSpec, build
-    from compress.structure import fit_to_state_dict
+    from compress.runner import load_trained
 
     path = Path(config.teacher)
     if path.is_dir():
-        spec = RunSpec.from_record(runs.read_json(path / runs.CONFIG))
-        weights = path / runs.WEIGHTS
-        if not weights.exists():
-            raise UsageError(f"teacher run {path} has no {runs.WEIGHTS}: did it complete?")
-        teacher = build(spec, context.data, context.console).model
-        return fit_to_state_dict(teacher, load_file(weights))
+        return load_trained(path, context.console, context.data)[0]
     if "/" in config.teacher or config.teacher.startswith("."):
         raise UsageError(f"teacher run directory {config.teacher} does not exist")
     torch.manual_seed(context.train.seed)

@@ -1,0 +1,164 @@
+"""Studies over several processes: journal file on one machine, PostgreSQL across machines.
+
+Real processes: the CLI starts the workers, the test kills one with SIGKILL mid-trial.
+The PostgreSQL tests run where ``COMPRESS_TEST_POSTGRES`` names a reachable server
+(``.ci/run`` starts one) and skip elsewhere.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from clitools import compress_cli
+from optuna.trial import TrialState
+
+from studies.storage import WORKER_ATTR, open_storage
+
+STUDY = [
+    "study",
+    "pareto",
+    "--techniques",
+    "ghost,prune",
+    "--backbone",
+    "resnet20",
+    "--baselines",
+    "",
+    "--dataset",
+    "synthetic",
+    "--batch-size",
+    "128",
+    "--out",
+    "out",
+]
+
+
+def postgres_url() -> str:
+    url = os.environ.get("COMPRESS_TEST_POSTGRES")
+    if not url:
+        pytest.skip("no PostgreSQL server (set COMPRESS_TEST_POSTGRES; .ci/run starts one)")
+    try:
+        open_storage(url)
+    except Exception as error:
+        pytest.skip(f"PostgreSQL at {url} unreachable: {error}")
+    return url
+
+
+def load(storage: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def assert_each_trial_once(study: optuna.Study, count: int) -> None:
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(count))
+    run_dirs = [t.user_attrs["metrics"]["run_dir"] for t in trials if "metrics" in t.user_attrs]
+    assert len(set(run_dirs)) == len(run_dirs)
+
+
+def test_two_workers_share_the_trials_none_lost_or_repeated(tmp_path):
+    result = compress_cli(*STUDY, "--epochs", "1", "--trials", "4", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    journal = tmp_path / "out/pareto.journal"
+    assert journal.exists() and not (tmp_path / "out/pareto.db").exists()
+    study = load(f"journal:{journal}", "pareto")
+    assert_each_trial_once(study, 4)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    pids = {t.user_attrs[WORKER_ATTR]["pid"] for t in study.trials}
+    assert len(pids) == 2  # two processes did the work, two trials each
+    # each worker samples with its own seed, so no two trials repeat each other's options
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    assert (tmp_path / "out/pareto/pareto.png").exists()
+
+    shown = compress_cli("study", "show", "pareto", "--out", "out", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "4 complete, 0 failed" in shown.stdout
+
+
+def wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> dict:
+    """The worker attr of a trial that is training right now (all its options drawn)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = load(storage, name)
+        except (KeyError, FileNotFoundError, ValueError):
+            time.sleep(0.2)
+            continue
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            if WORKER_ATTR in trial.user_attrs and len(trial.params) > 1:
+                return {"number": trial.number, **trial.user_attrs[WORKER_ATTR]}
+        time.sleep(0.2)
+    raise AssertionError("no trial started in time")
+
+
+def kill_a_worker_then_resume(tmp_path, storage: str, name: str) -> None:
+    args = [*STUDY, "--epochs", "4", "--study-name", name, "--storage", storage]
+    command = [sys.executable, "-m", "compress.cli", *args]
+    parent = subprocess.Popen(
+        [*command, "--trials", "4", "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim = wait_for_running_trial(storage, name)
+    os.kill(victim["pid"], signal.SIGKILL)
+    _, stderr = parent.communicate(timeout=600)
+    assert parent.returncode == 0, stderr
+    assert f"(pid {victim['pid']}) ended with exit code -9" in stderr
+
+    study = load(storage, name)
+    killed = study.trials[victim["number"]]
+    assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["error"].startswith("WorkerDied: worker process")
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # consistent: nothing dangling
+
+    resumed = subprocess.run(
+        [*command, "--trials", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    study = load(storage, name)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params  # the killed trial ran again, once
+    assert_each_trial_once(study, len(study.trials))
+    assert states.count(TrialState.COMPLETE) == len(states) - 1
+
+
+def test_killing_a_worker_mid_trial_leaves_the_study_consistent_and_resumable(tmp_path):
+    journal = tmp_path / "out" / "killed.journal"
+    kill_a_worker_then_resume(tmp_path, f"journal:{journal}", "killed")
+
+
+def test_workers_refuse_sqlite(tmp_path):
+    result = compress_cli(
+        *STUDY, "--workers", "2", "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "SQLite, which locks under concurrent writers" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_two_machines_on_postgresql_share_one_study(tmp_path):
+    url = postgres_url()
+    name = f"machines-{uuid.uuid4().hex[:8]}"
+    args = [*STUDY, "--epochs", "1", "--trials", "2", "--storage", url, "--study-name", name]
+    command = [sys.executable, "-m", "compress.cli", *args]
+    machines = [  # two independent `compress study pareto` commands, as on two machines
+        subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    for machine in machines:
+        _, stderr = machine.communicate(timeout=600)
+        assert machine.returncode == 0, stderr
+    study = load(url, name)
+    assert_each_trial_once(study, 4)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_killing_a_worker_on_postgresql_is_recovered_too(tmp_path):
+    kill_a_worker_then_resume(tmp_path, postgres_url(), f"killed-{uuid.uuid4().hex[:8]}")
