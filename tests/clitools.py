@@ -16,3 +16,22 @@ def compress_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# A small study: two techniques on ResNet-20, synthetic data, no baselines, results in out/.
+QUICK_STUDY = [
+    "study",
+    "pareto",
+    "--techniques",
+    "ghost,prune",
+    "--backbone",
+    "resnet20",
+    "--baselines",
+    "",
+    "--dataset",
+    "synthetic",
+    "--batch-size",
+    "128",
+    "--out",
+    "out",
+]

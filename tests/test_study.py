@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import optuna
 import pytest
-from clitools import compress_cli
+from clitools import QUICK_STUDY, compress_cli
 from rich.console import Console
 
 from compress.options import Options, option
@@ -63,24 +63,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
-    args = [
-        "study",
-        "pareto",
-        "--techniques",
-        "ghost,prune",
-        "--backbone",
-        "resnet20",
-        "--baselines",
-        "",
-        "--dataset",
-        "synthetic",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "128",
-        "--out",
-        "out",
-    ]
+    args = [*QUICK_STUDY, "--epochs", "1"]
     first = compress_cli(*args, "--trials", "3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     rows = json.loads((tmp_path / "out/pareto/trials.json").read_text())

@@ -14,27 +14,10 @@ import uuid
 
 import optuna
 import pytest
-from clitools import compress_cli
+from clitools import QUICK_STUDY, compress_cli
 from optuna.trial import TrialState
 
 from studies.storage import WORKER_ATTR, open_storage
-
-STUDY = [
-    "study",
-    "pareto",
-    "--techniques",
-    "ghost,prune",
-    "--backbone",
-    "resnet20",
-    "--baselines",
-    "",
-    "--dataset",
-    "synthetic",
-    "--batch-size",
-    "128",
-    "--out",
-    "out",
-]
 
 
 def postgres_url() -> str:
@@ -60,7 +43,8 @@ def assert_each_trial_once(study: optuna.Study, count: int) -> None:
 
 
 def test_two_workers_share_the_trials_none_lost_or_repeated(tmp_path):
-    result = compress_cli(*STUDY, "--epochs", "1", "--trials", "4", "--workers", "2", cwd=tmp_path)
+    args = [*QUICK_STUDY, "--epochs", "1", "--trials", "4", "--workers", "2"]
+    result = compress_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     journal = tmp_path / "out/pareto.journal"
     assert journal.exists() and not (tmp_path / "out/pareto.db").exists()
@@ -95,7 +79,7 @@ def wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> dic
 
 
 def kill_a_worker_then_resume(tmp_path, storage: str, name: str) -> None:
-    args = [*STUDY, "--epochs", "4", "--study-name", name, "--storage", storage]
+    args = [*QUICK_STUDY, "--epochs", "4", "--study-name", name, "--storage", storage]
     command = [sys.executable, "-m", "compress.cli", *args]
     parent = subprocess.Popen(
         [*command, "--trials", "4", "--workers", "2"],
@@ -137,7 +121,7 @@ def test_killing_a_worker_mid_trial_leaves_the_study_consistent_and_resumable(tm
 
 def test_workers_refuse_sqlite(tmp_path):
     result = compress_cli(
-        *STUDY, "--workers", "2", "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path
+        *QUICK_STUDY, "--workers", "2", "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path
     )
     assert result.returncode == 2
     assert "SQLite, which locks under concurrent writers" in result.stderr
@@ -147,7 +131,7 @@ def test_workers_refuse_sqlite(tmp_path):
 def test_two_machines_on_postgresql_share_one_study(tmp_path):
     url = postgres_url()
     name = f"machines-{uuid.uuid4().hex[:8]}"
-    args = [*STUDY, "--epochs", "1", "--trials", "2", "--storage", url, "--study-name", name]
+    args = [*QUICK_STUDY, "--epochs", "1", "--trials", "2", "--storage", url, "--study-name", name]
     command = [sys.executable, "-m", "compress.cli", *args]
     machines = [  # two independent `compress study pareto` commands, as on two machines
         subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)
