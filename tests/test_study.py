@@ -133,3 +133,27 @@ def test_timm_baselines_are_trained_once_and_marked(tmp_path):
 
     report(study, tmp_path / "pareto", Console(quiet=True))
     assert (tmp_path / "pareto/pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_worker_specs_share_the_trials_seeds_and_gpus(tmp_path, monkeypatch):
+    import torch
+
+    from studies.study import worker_specs
+
+    spec = StudySpec(
+        techniques=["prune"],
+        backbone="resnet20",
+        objectives=["accuracy", "macs"],
+        trials=7,
+        out=tmp_path,
+        workers=3,
+        seed=5,
+    )
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    specs = worker_specs(spec)
+    assert [s.trials for s in specs] == [3, 2, 2] and [s.seed for s in specs] == [5, 6, 7]
+    assert [s.fixed["device"] for s in specs] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert {s.storage for s in specs} == {f"journal:{(tmp_path / 'pareto.journal').resolve()}"}
+    assert all(s.workers == 1 for s in specs)
+    cpu = worker_specs(StudySpec(**{**spec.__dict__, "trials": 2, "fixed": {"device": "cpu"}}))
+    assert [(s.trials, s.fixed) for s in cpu] == [(1, {"device": "cpu"}), (1, {"device": "cpu"})]
