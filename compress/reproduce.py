@@ -27,6 +27,8 @@ SEED_MODELS = ("ghostnet", "mobilenetv3_large")
 def read_published(path: str | None) -> dict[str, dict[str, str]]:
     if path is None:
         return {}
+    if not Path(path).is_file():
+        raise UsageError(f"--published {path} does not exist")
     published = runs.read_json(Path(path))
     if not isinstance(published, dict) or not all(isinstance(v, dict) for v in published.values()):
         raise UsageError(f"{path} must hold a JSON object {{model: {{row: value}}}}")

@@ -78,8 +78,13 @@ def test_reproduce_seed_writes_a_report_with_the_published_column(tmp_path):
     assert (tmp_path / "report/curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_reproduce_seed_bad_published_file(tmp_path):
-    (tmp_path / "seed.json").write_text("[1, 2]")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("[1, 2]", "must hold a JSON object"), (None, "--published seed.json does not exist")],
+)
+def test_reproduce_seed_bad_published_file(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "seed.json").write_text(content)
     result = compress_cli("reproduce", "seed", "--published", "seed.json", cwd=tmp_path)
-    assert result.returncode == 2 and "must hold a JSON object" in result.stderr
+    assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "runs").exists()
