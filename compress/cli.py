@@ -429,9 +429,7 @@ def cmd_reproduce_seed(args: argparse.Namespace) -> None:
     from compress.reproduce import SEED_MODELS, read_published, reproduce_seed
 
     published = read_published(args.published)
-    options = explicit({k: v for k, v in vars(args).items() if k in STUDY_TRAINING})
-    for model in SEED_MODELS:  # every option checked before the first epoch
-        RunSpec.from_options("baseline", {"model": model, **options}, "seed")
+    options = training_options(args, SEED_MODELS[0], "seed")  # checked before the first epoch
     report = reproduce_seed(Path(args.out), options, Console(stderr=True), published)
     console.print(f"wrote {report} and {report.parent / 'curves.png'}", highlight=False)
 

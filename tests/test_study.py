@@ -46,15 +46,21 @@ class Explode(Technique):
         raise RuntimeError("boom")
 
 
+def quick_spec(out, **changes) -> StudySpec:
+    """One prune trial on ResNet-20 over a synthetic epoch, changed where a test says."""
+    values = {
+        "techniques": ["prune"],
+        "backbone": "resnet20",
+        "objectives": ["accuracy", "macs"],
+        "trials": 1,
+        "out": out,
+        "fixed": {"dataset": "synthetic", "epochs": 1, "batch_size": 128},
+    }
+    return StudySpec(**{**values, **changes})
+
+
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
-    spec = StudySpec(
-        techniques=["explode_for_test", "prune"],
-        backbone="resnet20",
-        objectives=["accuracy", "macs"],
-        trials=4,
-        out=tmp_path,
-        fixed={"dataset": "synthetic", "epochs": 1, "batch_size": 128},
-    )
+    spec = quick_spec(tmp_path, techniques=["explode_for_test", "prune"], trials=4)
     study = optimize(spec, Console(quiet=True))
     states = [t.state for t in study.trials]
     assert len(states) == 4 and optuna.trial.TrialState.COMPLETE in states
@@ -111,14 +117,8 @@ def test_timm_baselines_are_trained_once_and_marked(tmp_path):
 
     from compress.measure import count_macs
 
-    spec = StudySpec(
-        techniques=["prune"],
-        backbone="resnet20",
-        objectives=["accuracy", "params"],
-        trials=1,
-        out=tmp_path,
-        baselines=["timm:mobilenetv3_small_050"],
-        fixed={"dataset": "synthetic", "epochs": 1, "batch_size": 128},
+    spec = quick_spec(
+        tmp_path, objectives=["accuracy", "params"], baselines=["timm:mobilenetv3_small_050"]
     )
     study = optimize(spec, Console(quiet=True))
     (point,) = study.user_attrs["baselines"]
@@ -140,20 +140,12 @@ def test_worker_specs_share_the_trials_seeds_and_gpus(tmp_path, monkeypatch):
 
     from studies.study import worker_specs
 
-    spec = StudySpec(
-        techniques=["prune"],
-        backbone="resnet20",
-        objectives=["accuracy", "macs"],
-        trials=7,
-        out=tmp_path,
-        workers=3,
-        seed=5,
-    )
+    spec = quick_spec(tmp_path, trials=7, workers=3, seed=5, fixed={})
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     specs = worker_specs(spec)
     assert [s.trials for s in specs] == [3, 2, 2] and [s.seed for s in specs] == [5, 6, 7]
     assert [s.fixed["device"] for s in specs] == ["cuda:0", "cuda:1", "cuda:0"]
     assert {s.storage for s in specs} == {f"journal:{(tmp_path / 'pareto.journal').resolve()}"}
     assert all(s.workers == 1 for s in specs)
-    cpu = worker_specs(StudySpec(**{**spec.__dict__, "trials": 2, "fixed": {"device": "cpu"}}))
+    cpu = worker_specs(quick_spec(tmp_path, trials=2, workers=3, fixed={"device": "cpu"}))
     assert [(s.trials, s.fixed) for s in cpu] == [(1, {"device": "cpu"}), (1, {"device": "cpu"})]
