@@ -14,14 +14,15 @@ import torch
 from rich.console import Console
 
 from compress import runner, runs
-from compress.data import load_image, normalization, prepare
+from compress.data import DataConfig, load_data, load_image, prepare
 from compress.engine import TrainConfig, TrainingDiverged, TrainingInterrupted, resolve_device
 from compress.errors import UsageError
+from compress.loading import load_run
 from compress.measure import ESTIMATED, MEASURED, profile_model
 from compress.options import add_arguments, explicit, flag
 from compress.registry import create_model, get_entry, list_models, pretrained_model
 from compress.reports import console, error_console, profile_table, run_table
-from compress.runner import PRESETS, DataConfig, RunSpec
+from compress.runner import PRESETS, RunSpec
 from compress.techniques import get_technique, list_techniques, parse_composition
 
 
@@ -113,7 +114,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-RUN_SETTINGS = ("preset", "out", "resume", "json")
+RUN_SETTINGS = ("preset", "out", "cache", "resume", "json")
 STUDY_TRAINING = {f.name for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)}
 
 
@@ -138,6 +139,10 @@ def technique_parser(composition: str) -> argparse.ArgumentParser:
         help="seed: the seed's CIFAR-10 protocol; paper: the paper's recipe",
     )
     group.add_argument("--out", default="runs", help="results root (default: runs)")
+    group.add_argument(
+        "--cache",
+        help="networks trained once and reused, e.g. a teacher (default: OUT/cache)",
+    )
     group.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     group.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     return parser
@@ -167,7 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if parsed.resume:
             outcome = runner.resume(Path(parsed.resume), run_console)
         else:
-            outcome = runner.start(spec, out_root, run_console)
+            cache = Path(parsed.cache) if parsed.cache else None
+            outcome = runner.start(spec, out_root, run_console, cache)
     except TrainingInterrupted as stop:
         error_console.print(
             f"compress run: {stop}; checkpoint kept. Continue with: "
@@ -193,12 +199,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     columns = [(f"{metrics['label']}\n{outcome.run_dir.name}", metrics)]
     reference = runner.find_reference(spec, out_root)
     if reference is not None:
-        columns.append(
-            (
-                f"reference: {reference.metrics['label']}\n{reference.run_dir.name}",
-                reference.metrics,
-            )
-        )
+        mine, theirs = runner.latency_side_by_side([outcome, reference])
+        columns = [
+            (columns[0][0], mine),
+            (f"reference: {theirs['label']}\n{reference.run_dir.name}", theirs),
+        ]
     console.print(run_table(columns))
     console.print(f"run directory: {outcome.run_dir}", highlight=False)
     return 0
@@ -238,7 +243,7 @@ def cmd_study_pareto(args: argparse.Namespace) -> None:
         study_name=args.study_name,
         storage=args.storage,
         sampler=args.sampler,
-        seed=args.seed or 0,
+        sampler_seed=args.sampler_seed,
         baselines=args.baselines,
         fixed=fixed,
         workers=args.workers,
@@ -291,10 +296,15 @@ def load_subject(model: str, image: str | None) -> tuple[torch.nn.Module, torch.
     """The network ``ghost maps`` and ``ghost fit`` look into, and its normalised image."""
     path = Path(model)
     if path.is_dir():
-        network, spec, data = runner.load_trained(path, Console(quiet=True))
-        mean, std = normalization(data, torch.device("cpu"))
-        size = spec.train.input_size or data.image_size
-        return network, prepare(load_image(image, data.image_size), mean, std, size), path.name
+        loaded = load_run(path)
+        shape = loaded.input
+        if shape["mean"] is None:  # a run recorded before its input was
+            data = load_data(loaded.spec.data)
+            shape = {**shape, "mean": data.mean, "std": data.std, "image_size": data.image_size}
+        mean = torch.tensor(shape["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(shape["std"]).view(1, 3, 1, 1)
+        pixels = load_image(image, shape["image_size"])
+        return loaded.model, prepare(pixels, mean, std, shape["input_size"]), path.name
     network = pretrained_model(model)
     config = network.pretrained_cfg
     mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
@@ -538,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
     pareto.add_argument("--study-name", default="pareto")
     pareto.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2"))
+    pareto.add_argument(
+        "--sampler-seed",
+        type=int,
+        help="seed of the sampler, for a reproducible study (default: fresh in each process)",
+    )
     pareto.add_argument(
         "--baselines",
         type=comma_list,

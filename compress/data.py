@@ -18,13 +18,27 @@ import torch
 import torch.nn.functional as F
 
 from compress.errors import UsageError
+from compress.options import Options, option
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 4}
 # Channel means and standard deviations of the training splits, in [0, 1] units.
 NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+
+
+@dataclass
+class DataConfig(Options):
+    """Which data a run trains and tests on."""
+
+    dataset: str = option(
+        "digits", "data set (digits is bundled; cifar* download)", choices=DATASETS
+    )
+    data_dir: str | None = option(None, "torchvision root or a directory of .npz shards")
+    train_size: int | None = option(None, "use only the first N training images", low=1)
+    test_size: int | None = option(None, "use only the first N test images", low=1)
 
 
 @dataclass
@@ -196,11 +210,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         root.mkdir(parents=True, exist_ok=True)
         tensors = _load_torchvision_cifar(name, root, download)
     train_x, train_y, test_x, test_y = tensors
-    classes = 10 if name == "cifar10" else 100
+    classes = DATASET_CLASSES[name]
     if int(train_y.max()) >= classes:
         raise UsageError(f"labels in {root} go up to {int(train_y.max())}, not {name}'s")
     mean, std = NORMALIZATION[name]
     return Dataset(name, train_x, train_y, test_x, test_y, classes, mean, std)
+
+
+def load_data(config: DataConfig) -> Dataset:
+    """The data set a config names, cut to its subset sizes."""
+    data = load_dataset(config.dataset, config.data_dir)
+    if config.train_size or config.test_size:
+        data = subset(data, config.train_size, config.test_size)
+    return data
 
 
 def subset(data: Dataset, train_size: int | None, test_size: int | None = None) -> Dataset:

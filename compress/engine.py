@@ -33,7 +33,7 @@ SCHEDULES = ("constant", "cosine", "multistep", "onecycle")
 class TrainConfig(Options):
     """How to train: the same options for every technique."""
 
-    epochs: int = option(8, "training epochs", low=1)
+    epochs: int = option(8, "training epochs (0: none, with --init)", low=0)
     batch_size: int = option(128, "images per step", low=1)
     optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = option(1e-3, "peak learning rate", low=0, low_open=True, search=("log", 1e-4, 1e-1))
@@ -53,7 +53,18 @@ class TrainConfig(Options):
         low=0,
         high=1,
     )
+    precise_bn: int = option(
+        2048,
+        "un-augmented training images that recompute every BatchNorm's statistics before "
+        "each evaluation, so a test score describes the current weights (0: off)",
+        low=0,
+    )
     seed: int = option(0, "seed of weights, data order and augmentation", low=0)
+    init: str | None = option(
+        None,
+        "start from trained weights: a run directory of the same network, or timm:NAME's "
+        "pretrained ones (with --epochs 0, only post-training techniques run)",
+    )
     augment: bool = option(True, "random crop (4px padding), and flips where labels allow")
     cutout: int = option(0, "cutout square side in pixels (0: off)", low=0)
     input_size: int | None = option(None, "resize inputs on the device (default: native)", low=8)
@@ -73,6 +84,8 @@ class TrainConfig(Options):
     cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest kernels (CUDA)")
 
     def check(self) -> None:
+        if self.epochs == 0 and self.init is None:
+            raise UsageError("--epochs 0 trains nothing: give --init with trained weights")
         if self.warmup_epochs > self.epochs:
             raise UsageError("--warmup-epochs cannot exceed --epochs")
         try:
@@ -172,13 +185,15 @@ def build_scheduler(
 
 
 EpochCallback = Callable[[nn.Module, TrainState], None]
-LossTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# ``term(inputs, logits, labels, task_loss) -> loss``: a training-time loss built on the
+# task's cross-entropy (e.g. distillation's ``(1 - alpha) CE + alpha KD``).
+LossTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 StepOutputs = tuple[torch.Tensor, torch.Tensor]  # detached loss and logits
 Step = Callable[[torch.Tensor, torch.Tensor], StepOutputs]
 
 
 def graph_obstacle(
-    model: nn.Module, config: TrainConfig, device: torch.device, extra_loss: object
+    model: nn.Module, config: TrainConfig, device: torch.device, loss_term: object
 ) -> str | None:
     """Why the training step cannot be one CUDA graph, or None when it can."""
     if device.type != "cuda":
@@ -189,7 +204,7 @@ def graph_obstacle(
         return "--schedule onecycle changes Adam's betas every step, which a graph cannot"
     if config.compile:
         return "--compile and --cuda-graph are alternatives; pick one"
-    if extra_loss is not None:
+    if loss_term is not None:
         return "distillation runs a teacher in the step, which is not captured"
     if any(type(m).__module__.startswith("brevitas") for m in model.modules()):
         return "brevitas quantizers have not been checked under graph capture"
@@ -243,7 +258,7 @@ class Trainer:
         data: Dataset,
         config: TrainConfig,
         generator: torch.Generator,
-        extra_loss: LossTerm | None = None,
+        loss_term: LossTerm | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -266,7 +281,7 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
-        obstacle = graph_obstacle(model, config, self.device, extra_loss)
+        obstacle = graph_obstacle(model, config, self.device, loss_term)
         if config.cuda_graph and obstacle:
             raise UsageError(f"--cuda-graph: {obstacle}")
         self.use_graph = obstacle is None and config.cuda_graph is not False
@@ -285,10 +300,17 @@ class Trainer:
         self.test_loader = DeviceLoader(
             data.test_x, data.test_y, max(config.batch_size, 256), self.device, train=False
         )
+        # A fixed draw of training images, independent of the training order, so that
+        # recomputing BN statistics never touches the training RNG (resume stays exact).
+        chosen = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
+        chosen = chosen[: config.precise_bn]
+        self.bn_loader = DeviceLoader(
+            data.train_x[chosen], data.train_y[chosen], config.batch_size, self.device, False
+        )
         self.optimizer = build_optimizer(model, config, capturable=self.use_graph)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.extra_loss = extra_loss
+        self.loss_term = loss_term
         self.step: Step = GraphedStep(self.eager_step) if self.use_graph else self.eager_step
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -301,8 +323,8 @@ class Trainer:
         with self.autocast():
             logits = self.step_model(inputs)
             loss = self.criterion(logits.float(), labels)
-            if self.extra_loss is not None:
-                loss = loss + self.extra_loss(inputs, logits, labels)
+            if self.loss_term is not None:
+                loss = self.loss_term(inputs, logits, labels, loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip:
@@ -350,8 +372,36 @@ class Trainer:
         }
 
     @torch.no_grad()
+    def recompute_bn_statistics(self) -> None:
+        """Precise BN: replace every BatchNorm's running averages by the exact statistics of
+        the current weights on ``--precise-bn`` training images.
+
+        Running averages mix the statistics of many past weights; after a few dozen steps
+        (one epoch of a small data set) they still describe the initial network, and a net
+        that trains at 75% tests at chance. Only the BN layers run in training mode here,
+        so dropout and quantizers' own statistics are left alone.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms or not self.config.precise_bn:
+            return
+        momenta = [norm.momentum for norm in norms]
+        self.step_model.eval()
+        for norm in norms:
+            norm.reset_running_stats()  # in place, so a captured CUDA graph keeps its buffers
+            norm.momentum = None  # cumulative average: every batch weighs the same
+            norm.train()
+        for images, _ in self.bn_loader:
+            with self.autocast():
+                self.step_model(self.inputs(images))
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        self.step_model.eval()
+
+    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """(mean cross-entropy, top-1 accuracy) over the whole test split."""
+        """(mean cross-entropy, top-1 accuracy) over the whole test split, with BatchNorm
+        statistics recomputed for the current weights first."""
+        self.recompute_bn_statistics()
         self.step_model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -371,13 +421,16 @@ def train(
     state: TrainState | None = None,
     on_epoch_end: EpochCallback | None = None,
     console: Console | None = None,
-    extra_loss: LossTerm | None = None,
+    loss_term: LossTerm | None = None,
+    phase: str = "train",
 ) -> TrainState:
     """Train ``model`` in place for ``config.epochs``, continuing from ``state`` if given.
 
     ``on_epoch_end(model, state)`` runs after every completed epoch (checkpointing);
-    ``extra_loss(inputs, logits, labels)`` adds a training-time term (e.g. distillation).
-    Ctrl-C raises ``TrainingInterrupted``; a NaN/inf loss raises ``TrainingDiverged``.
+    ``loss_term`` replaces the cross-entropy by a training-time loss (e.g. distillation).
+    Each epoch's record is tagged with ``phase`` ("train", or e.g. "finetune" after
+    pruning). Ctrl-C raises ``TrainingInterrupted``; a NaN/inf loss raises
+    ``TrainingDiverged``.
     """
     state = state or TrainState()
     console = console or Console(stderr=True)
@@ -386,7 +439,7 @@ def train(
         generator.set_state(state.rng_data)
     if state.rng_cpu is not None:
         torch.set_rng_state(state.rng_cpu)
-    trainer = Trainer(model, data, config, generator, extra_loss)
+    trainer = Trainer(model, data, config, generator, loss_term)
     if state.optimizer is not None:
         trainer.optimizer.load_state_dict(state.optimizer)
         trainer.scheduler.load_state_dict(state.scheduler)
@@ -404,7 +457,7 @@ def train(
             for epoch in range(state.epoch, config.epochs):
                 name = f"epoch {epoch + 1}/{config.epochs}"
                 task = progress.add_task(name, total=len(trainer.train_loader), stats="")
-                record = {"epoch": epoch + 1, **trainer.train_epoch(progress, task)}
+                record = {"epoch": epoch + 1, "phase": phase, **trainer.train_epoch(progress, task)}
                 record["val_loss"], record["val_acc"] = trainer.evaluate()
                 progress.remove_task(task)
                 console.print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,9 +53,11 @@ class ModelProfile:
         return asdict(self)
 
 
-def count_params(model: nn.Module) -> tuple[int, int, int]:
-    """(total, trainable, non-zero) parameter counts; shared tensors count once."""
-    params = list({id(p): p for p in model.parameters()}.values())
+def count_params(model: nn.Module, auxiliary: Iterable[nn.Parameter] = ()) -> tuple[int, int, int]:
+    """(total, trainable, non-zero) parameter counts; shared tensors count once, and
+    ``auxiliary`` ones (a quantizer's scales, say: not the network's) not at all."""
+    skipped = {id(p) for p in auxiliary}
+    params = [p for i, p in {id(p): p for p in model.parameters()}.items() if i not in skipped]
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     nonzero = sum(int(torch.count_nonzero(p.detach())) for p in params)
@@ -95,17 +97,25 @@ def forward_with_hooks(
 
 
 def activation_bytes(model: nn.Module, inputs: torch.Tensor) -> int:
-    """Bytes of every leaf module's output in one forward pass (an upper-bound estimate)."""
-    total = 0
+    """Bytes of the tensors that modules output in one forward pass, each tensor once.
+
+    Every module counts, containers too (a Ghost module's concatenation, a residual sum);
+    an in-place ReLU, an ``Identity``, a view or a container that hands on the tensor it
+    was given adds nothing. Outputs are held until the pass ends, so no storage is reused
+    and counted twice. An upper-bound estimate: nothing is freed along the way.
+    """
+    storages: dict[int, int] = {}
+    held: list[torch.Tensor] = []
 
     def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal total
         if isinstance(output, torch.Tensor):
-            total += output.numel() * output.element_size()
+            held.append(output)
+            storage = output.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    forward_with_hooks(model, inputs, leaves, hook)
-    return total
+    forward_with_hooks(model, inputs, list(model.modules()), hook)
+    storages.pop(inputs.untyped_storage().data_ptr(), None)  # the input is not an activation
+    return sum(storages.values())
 
 
 def serialized_bytes(model: nn.Module) -> int:
@@ -120,18 +130,28 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def latency_ms(model: nn.Module, inputs: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time of one batch-1 forward pass after warm-up, in milliseconds."""
-    times = []
+def latencies_ms(
+    models: Sequence[nn.Module], inputs: torch.Tensor, repeats: int = 30, warmup: int = 5
+) -> list[float]:
+    """Median wall time of one forward pass of each model, in milliseconds, measured side
+    by side: the models take turns in every repeat, so a change of machine load during the
+    measurement reaches all of them alike, and the median ignores the odd slow repeat."""
+    times: list[list[float]] = [[] for _ in models]
     with torch.no_grad():
         for step in range(warmup + repeats):
-            _synchronize(inputs.device)
-            start = time.perf_counter()
-            model(inputs)
-            _synchronize(inputs.device)
-            if step >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+            for index, model in enumerate(models):
+                _synchronize(inputs.device)
+                start = time.perf_counter()
+                model(inputs)
+                _synchronize(inputs.device)
+                if step >= warmup:
+                    times[index].append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(series) for series in times]
+
+
+def latency_ms(model: nn.Module, inputs: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one forward pass after warm-up, in milliseconds."""
+    return latencies_ms([model], inputs, repeats, warmup)[0]
 
 
 def profile_model(
@@ -140,15 +160,19 @@ def profile_model(
     device: str | torch.device = "cpu",
     latency_repeats: int = 30,
     in_channels: int = 3,
+    auxiliary: Iterable[nn.Parameter] = (),
 ) -> ModelProfile:
     """Measure ``model`` at batch 1 on ``input_size`` x ``input_size`` inputs.
 
     ``latency_repeats=0`` skips timing. Peak memory is measured on CUDA only.
+    ``auxiliary`` parameters (not the network's, e.g. quantizer scales) are not counted.
     """
     device = torch.device(device)
     model = model.to(device).eval()
     inputs = torch.randn(1, in_channels, input_size, input_size, device=device)
-    total, trainable, nonzero = count_params(model)
+    auxiliary = list(auxiliary)
+    skipped = {id(p) for p in auxiliary}
+    total, trainable, nonzero = count_params(model, auxiliary)
     macs = count_macs(model, inputs)
     peak = None
     if device.type == "cuda":
@@ -162,7 +186,9 @@ def profile_model(
         nonzero_params=nonzero,
         macs=macs,
         flops=2 * macs,
-        param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        param_bytes=sum(
+            p.numel() * p.element_size() for p in model.parameters() if id(p) not in skipped
+        ),
         activation_bytes=activation_bytes(model, inputs),
         serialized_bytes=serialized_bytes(model),
         peak_memory_bytes=peak,

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from compress.errors import UsageError
@@ -27,12 +27,14 @@ def option(
     low_open: bool = False,
     high_open: bool = False,
     search: tuple[Any, ...] | None = None,
+    applies: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Any:
     """A dataclass field with the metadata that the CLI, validation and studies read.
 
     ``low``/``high`` bound the value (``*_open`` excludes the bound); ``search`` is an
     Optuna space: ``("int", lo, hi)``, ``("float", lo, hi)``, ``("log", lo, hi)`` or
-    ``("choice", a, b, ...)``.
+    ``("choice", a, b, ...)``; ``applies(options)`` says whether the option matters
+    given the other options (a study searches it only then).
     """
     metadata = {
         "help": help,
@@ -42,6 +44,7 @@ def option(
         "low_open": low_open,
         "high_open": high_open,
         "search": search,
+        "applies": applies,
     }
     return dataclasses.field(default=default, metadata=metadata)
 

@@ -1,8 +1,16 @@
-"""Rich tables and number formats shared by every command."""
+"""Rich tables and number formats shared by every command.
+
+Each reported number is one ``MetricRow``: where it lives in a run's metrics (or a
+``ModelProfile``), its label, and how it reads. Techniques add their own rows
+(``Technique.metric_rows``), shown only when a run has them, so a plugin's numbers reach
+every table without an edit here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -22,31 +30,116 @@ def mebibytes(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.2f} MiB"
 
 
-PROFILE_ROWS: tuple[tuple[str, str], ...] = (
-    ("Total params", "params"),
-    ("Trainable params", "trainable_params"),
-    ("Non-zero params", "nonzero_params"),
-    ("Mult-Adds", "macs"),
-    ("FLOPs (2 x MACs)", "flops"),
-    ("Params size", "param_bytes"),
-    ("Activations (est.)", "activation_bytes"),
-    ("Checkpoint size", "serialized_bytes"),
-    ("Peak memory", "peak_memory_bytes"),
-    ("Latency (batch 1)", "latency_ms"),
+Formatter = Callable[[Any, Mapping[str, Any]], str]
+
+
+def count(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{si(value)} ({value:,})"
+
+
+def scaled(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return si(value)
+
+
+def size(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return mebibytes(value)
+
+
+def percent(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def share(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def seconds(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{value:.1f} s"
+
+
+def text(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return str(value)
+
+
+def bits_as_size(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return mebibytes(value // 8)
+
+
+def latency(value: Any, metrics: Mapping[str, Any]) -> str:
+    where = f"{metrics.get('device', '?')}, {metrics.get('threads', '?')} thr"
+    source = metrics.get("latency_source")
+    return f"{value:.2f} ms ({where}{', ' + source if source else ''})"
+
+
+def best_top1(value: Any, metrics: Mapping[str, Any]) -> str:
+    epoch = metrics.get("best_epoch")
+    return f"{100 * value:.2f}% ({'final' if epoch is None else f'epoch {epoch}'})"
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One reported number: its key in metrics.json, its label, how it reads."""
+
+    key: str
+    label: str
+    format: Formatter = text
+    optional: bool = False  # shown only when some column has it
+
+    def cell(self, metrics: Mapping[str, Any]) -> str:
+        value = metrics.get(self.key)
+        return "n/a" if value is None else self.format(value, metrics)
+
+
+PARAMS = MetricRow("params", "Total params", count)
+TRAINABLE = MetricRow("trainable_params", "Trainable params", count)
+NONZERO = MetricRow("nonzero_params", "Non-zero params", count)
+MACS = MetricRow("macs", "Mult-Adds", scaled)
+FLOPS = MetricRow("flops", "FLOPs (2 x MACs)", scaled)
+PARAM_BYTES = MetricRow("param_bytes", "Params size", size)
+ACTIVATIONS = MetricRow("activation_bytes", "Activations (est.)", size)
+CHECKPOINT = MetricRow("serialized_bytes", "Checkpoint size", size)
+PEAK = MetricRow("peak_memory_bytes", "Peak memory", size)
+LATENCY = MetricRow("latency_ms", "Latency (batch 1)", latency)
+
+PROFILE_ROWS = (
+    PARAMS,
+    TRAINABLE,
+    NONZERO,
+    MACS,
+    FLOPS,
+    PARAM_BYTES,
+    ACTIVATIONS,
+    CHECKPOINT,
+    PEAK,
+    LATENCY,
+)
+RUN_ROWS = (
+    PARAMS,
+    MACS,
+    FLOPS,
+    ACTIVATIONS,
+    CHECKPOINT,
+    LATENCY,
+    NONZERO,
+    MetricRow("best_val_acc", "Best top-1", best_top1),
+    MetricRow("final_val_acc", "Final top-1", percent),
+    MetricRow("train_time_s", "Train time", seconds),
+    MetricRow("post_time_s", "Post-training time", seconds, optional=True),
 )
 
 
-def _profile_cell(profile: ModelProfile, field: str) -> str:
-    value = getattr(profile, field)
-    if field in ("params", "trainable_params", "nonzero_params"):
-        return f"{si(value)} ({value:,})"
-    if field in ("macs", "flops"):
-        return si(value)
-    if field.endswith("_bytes"):
-        return mebibytes(value)
-    if field == "latency_ms":
-        return "skipped" if value is None else f"{value:.2f} ms ({profile.threads} thr)"
-    return str(value)
+def technique_rows() -> list[MetricRow]:
+    """The rows every registered technique contributes."""
+    from compress.techniques import get_technique, list_techniques
+
+    return [row for name in list_techniques() for row in get_technique(name).metric_rows]
+
+
+PROFILE_CAPTION = (
+    "Measured: params, MACs (torch.utils.flop_counter), checkpoint size, latency "
+    "(median after warm-up), peak memory (CUDA only). Estimated: activations "
+    "(each tensor a module outputs, once)."
+)
 
 
 def profile_table(names: Sequence[str], profiles: Sequence[ModelProfile]) -> Table:
@@ -55,85 +148,30 @@ def profile_table(names: Sequence[str], profiles: Sequence[ModelProfile]) -> Tab
     table.add_column("")
     for name, profile in zip(names, profiles, strict=True):
         table.add_column(f"{name}\n{profile.input_size}px, {profile.device}", justify="right")
-    for label, field in PROFILE_ROWS:
-        table.add_row(label, *(_profile_cell(p, field) for p in profiles))
+    records = [profile.to_dict() for profile in profiles]
+    for row in PROFILE_ROWS:
+        cells = [
+            "skipped" if row is LATENCY and r["latency_ms"] is None else row.cell(r)
+            for r in records
+        ]
+        table.add_row(row.label, *cells)
     return table
 
-
-PROFILE_CAPTION = (
-    "Measured: params, MACs (torch.utils.flop_counter), checkpoint size, latency "
-    "(median after warm-up), peak memory (CUDA only). Estimated: activations "
-    "(sum of leaf-module outputs)."
-)
 
 console = Console()
 error_console = Console(stderr=True)
 
 
-RUN_ROWS: tuple[tuple[str, str], ...] = (
-    ("Params", "params"),
-    ("Mult-Adds", "macs"),
-    ("FLOPs", "flops"),
-    ("Activations (est.)", "activation_bytes"),
-    ("Checkpoint size", "serialized_bytes"),
-    ("Latency (batch 1)", "latency_ms"),
-    ("Best top-1", "best_val_acc"),
-    ("Final top-1", "final_val_acc"),
-    ("Train time", "train_time_s"),
-    ("Pruning", "prune_kind"),
-    ("Unpruned MACs", "unpruned_macs"),
-    ("Target MACs", "target_macs"),
-    ("Non-zero MACs (est.)", "nonzero_macs_est"),
-    ("Non-zero params", "nonzero_params"),
-    ("Quantization", "quantization"),
-    ("BOPs", "bops"),
-    ("BOPs in fp32", "float_bops"),
-)
-
-
-# Rows shown only when some run has them (technique-specific).
-OPTIONAL_ROWS = (
-    "prune_kind",
-    "unpruned_macs",
-    "target_macs",
-    "nonzero_macs_est",
-    "quantization",
-    "bops",
-    "float_bops",
-)
-
-
-def _run_cell(metrics: dict, field: str) -> str:
-    value = metrics.get(field)
-    if value is None:
-        return "n/a"
-    if isinstance(value, str):
-        return value
-    if field in ("params", "trainable_params", "nonzero_params"):
-        return f"{si(value)} ({value:,})"
-    if field.endswith("macs") or field.endswith("bops") or field == "flops":
-        return si(value)
-    if field.endswith("_bytes"):
-        return mebibytes(value)
-    if field == "latency_ms":
-        return f"{value:.2f} ms ({metrics['device']}, {metrics['threads']} thr)"
-    if field == "best_val_acc":
-        return f"{100 * value:.2f}% (epoch {metrics['best_epoch']})"
-    if field == "final_val_acc":
-        return f"{100 * value:.2f}%"
-    return f"{value:.1f} s"
-
-
-def run_table(columns: Sequence[tuple[str, dict]]) -> Table:
+def run_table(columns: Sequence[tuple[str, Mapping[str, Any]]]) -> Table:
     """A finished run next to its reference: costs and top-1 on the held-out split."""
     table = Table(title="Result (top-1 on the held-out test split)")
     table.add_column("")
     for title, _ in columns:
         table.add_column(title, justify="right")
-    for label, field in RUN_ROWS:
-        if field in OPTIONAL_ROWS and not any(field in metrics for _, metrics in columns):
+    for row in [*RUN_ROWS, *technique_rows()]:
+        if row.optional and not any(row.key in metrics for _, metrics in columns):
             continue
-        table.add_row(label, *(_run_cell(metrics, field) for _, metrics in columns))
+        table.add_row(row.label, *(row.cell(metrics) for _, metrics in columns))
     return table
 
 
@@ -145,13 +183,10 @@ CURVE_ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
-def comparison_rows(runs: Sequence[dict]) -> list[list[str]]:
+def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """The seed's comparison, one cell per run: costs, then the first and last epoch."""
-    rows = [
-        [label, *(_run_cell(metrics, field) for metrics in runs)]
-        for label, field in PROFILE_ROWS
-        if field != "nonzero_params"
-    ]
+    rows = [[row.label, *(row.cell(metrics) for metrics in runs)] for row in PROFILE_ROWS]
+    rows = [row for row in rows if row[0] != NONZERO.label]
     rows.append(["epochs", *(str(len(metrics["history"])) for metrics in runs)])
     for which, index in (("first", 0), ("last", -1)):
         for label, key in CURVE_ROWS:
@@ -161,7 +196,7 @@ def comparison_rows(runs: Sequence[dict]) -> list[list[str]]:
     return rows
 
 
-def compare_table(names: Sequence[str], runs: Sequence[dict]) -> Table:
+def compare_table(names: Sequence[str], runs: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="Runs compared (val: the held-out test split)")
     table.add_column("", no_wrap=True)
     for name in names:

@@ -7,6 +7,10 @@ input leaves nothing behind. ``resume`` rebuilds the same run from its config.js
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
+import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -15,10 +19,9 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from safetensors.torch import save_model
 
 from compress import runs
-from compress.data import DATASETS, Dataset, load_dataset, subset
+from compress.data import DataConfig, Dataset, load_data
 from compress.engine import (
     LossTerm,
     TrainConfig,
@@ -30,21 +33,13 @@ from compress.engine import (
     train,
 )
 from compress.errors import UsageError
-from compress.measure import profile_model
-from compress.options import Options, from_values, option
+from compress.loading import FORMAT, RunLoadError, load, load_run
+from compress.measure import latencies_ms, profile_model
+from compress.options import Options, from_values
 from compress.plots import plot_curves
+from compress.registry import TIMM_PREFIX, pretrained_model
+from compress.structure import fit_shapes
 from compress.techniques import RunContext, Technique, get_technique, parse_composition
-
-
-@dataclass
-class DataConfig(Options):
-    dataset: str = option(
-        "digits", "data set (digits is bundled; cifar* download)", choices=DATASETS
-    )
-    data_dir: str | None = option(None, "torchvision root or a directory of .npz shards")
-    train_size: int | None = option(None, "use only the first N training images", low=1)
-    test_size: int | None = option(None, "use only the first N test images", low=1)
-
 
 # Protocols by name; explicit options override them.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -138,11 +133,30 @@ class RunSpec:
         if preset is not None and preset not in PRESETS:
             raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
         layers = PRESETS.get(preset, {})
-        return cls(
+        spec = cls(
             [TechniqueUse(n, from_values(c, options)) for n, c in zip(names, configs, strict=True)],
             from_values(DataConfig, layers.get("data", {}), options),
             from_values(TrainConfig, layers.get("train", {}), options),
         )
+        spec.check_composition()
+        return spec
+
+    @property
+    def trains_like_its_backbone(self) -> bool:
+        """Whether training is the builder's network trained alone: every other technique
+        acts only afterwards (pruning, post-training quantization). Then the trained
+        backbone can be shared (``trained_once``) and only the rest run per result."""
+        return not any(use.technique.changes_training(use.options) for use in self.uses[1:])
+
+    def backbone(self) -> RunSpec:
+        """The builder alone, with the same data and recipe."""
+        return RunSpec(self.uses[:1], self.data, self.train)
+
+    def check_composition(self) -> None:
+        """Each technique's word on the others of the run (e.g. quantize after prune)."""
+        for use in self.uses:
+            others = [other.technique for other in self.uses if other is not use]
+            use.technique.check_composition(use.options, others)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RunSpec:
@@ -162,50 +176,128 @@ class RunOutcome:
     metrics: dict[str, Any]
 
 
-def load_data(config: DataConfig) -> Dataset:
-    data = load_dataset(config.dataset, config.data_dir)
-    if config.train_size or config.test_size:
-        data = subset(data, config.train_size, config.test_size)
-    return data
-
-
 @dataclass
 class Prepared:
-    """A run's network ready to train: built, transformed, with its training-time terms."""
+    """A run's network ready to train: built, transformed, with its training-time loss."""
 
     model: torch.nn.Module
     context: RunContext
-    extra_loss: LossTerm | None
+    loss_term: LossTerm | None
     techniques: dict[str, Technique]
+    init_from: dict[str, Any] | None = None  # where the starting weights came from
 
 
-def build(spec: RunSpec, data: Dataset, console: Console) -> Prepared:
-    """Build the network, apply ``transform`` techniques, set up ``train`` techniques."""
-    context = RunContext(data, spec.train, console)
-    techniques = {use.name: use.technique for use in spec.uses}
+def checked_network(
+    spec: RunSpec, context: RunContext
+) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """The builder's network, with ``--init``'s weights, once every other technique has
+    checked that it can act on it; and where the weights came from."""
     builder, *others = spec.uses
     torch.manual_seed(spec.train.seed)
-    model = techniques[builder.name].build_model(
-        builder.options, data.num_classes, context.input_size
+    model = builder.technique.build_model(
+        builder.options, context.data.num_classes, context.input_size
     )
-    terms = []
+    init_from = initialize(model, spec) if spec.train.init else None
     for use in others:
+        use.technique.check_model(model, use.options, context)
+    return model, init_from
+
+
+def preflight(spec: RunSpec) -> None:
+    """Every check a run makes before it trains, without training: a study asks this
+    before it trains a shared backbone for a trial that would then be refused."""
+    data = load_data(spec.data)
+    checked_network(spec, RunContext(data, spec.train, Console(quiet=True)))
+
+
+def build(spec: RunSpec, data: Dataset, console: Console, cache: Path | None = None) -> Prepared:
+    """Build the network, let every technique check it, apply ``transform`` techniques,
+    set up ``train`` techniques. ``cache`` holds networks trained once (``trained_once``)."""
+
+    def trained_alone(model: str, recipe: TrainConfig) -> torch.nn.Module:
+        alone = RunSpec.from_options("baseline", {"model": model})
+        alone = RunSpec(alone.uses, spec.data, recipe)
+        if cache is None:  # no results root to keep it in: train it here
+            prepared = build(alone, data, console)
+            train(prepared.model, data, recipe, console=console)
+            return prepared.model
+        return load(trained_once(alone, cache, console).run_dir)
+
+    context = RunContext(data, spec.train, console, trained_alone=trained_alone)
+    techniques = {use.name: use.technique for use in spec.uses}
+    model, init_from = checked_network(spec, context)
+    terms: list[LossTerm] = []
+    for use in spec.uses[1:]:
         technique = techniques[use.name]
         if technique.stage == "transform":
             model = technique.transform(model, use.options, context)
         elif technique.stage == "train":
             terms.append(technique.loss_term(model, use.options, context))
-    extra = None
+    loss_term = None
     if terms:
 
-        def extra(inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return sum(term(inputs, logits, labels) for term in terms)
+        def loss_term(
+            inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
+        ) -> torch.Tensor:
+            for term in terms:
+                loss = term(inputs, logits, labels, loss)
+            return loss
 
-    return Prepared(model, context, extra, techniques)
+    return Prepared(model, context, loss_term, techniques, init_from)
 
 
-def start(spec: RunSpec, out_root: Path, console: Console) -> RunOutcome:
-    """Validate and prepare everything, then create the run directory and train."""
+def initialize(model: torch.nn.Module, spec: RunSpec) -> dict[str, Any]:
+    """Load ``--init``'s weights into the freshly built network; what they were, for
+    the record. A run directory must hold the same network (its builder and options);
+    timm's pretrained weights fill every tensor whose name and shape match (a new
+    classifier keeps its initialisation)."""
+    source = spec.train.init
+    if source.startswith(TIMM_PREFIX):
+        pretrained = pretrained_model(source).state_dict()
+        own = model.state_dict()
+        fitting = {k: v for k, v in pretrained.items() if k in own and own[k].shape == v.shape}
+        if len(fitting) < len(own) / 2:
+            raise UsageError(
+                f"--init {source}: only {len(fitting)} of the network's {len(own)} tensors "
+                "match its weights by name and shape; pick the timm model this network mirrors"
+            )
+        model.load_state_dict(fitting, strict=False)
+        return {"timm": source, "tensors": len(fitting), "new": sorted(set(own) - set(fitting))}
+    try:
+        loaded = load_run(source)
+    except RunLoadError as error:
+        raise UsageError(f"--init: {error}") from None
+    theirs, ours = loaded.spec.uses[0], spec.uses[0]
+    if (theirs.name, theirs.options) != (ours.name, ours.options):
+        raise UsageError(
+            f"--init {source} trained {theirs.technique.label(theirs.options)}, "
+            f"not {ours.technique.label(ours.options)}"
+        )
+    state = loaded.model.state_dict()
+    try:
+        fit_shapes(model, state)
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise UsageError(
+            f"--init {source} is a {loaded.spec.name} run whose weights a fresh "
+            f"{ours.name} network cannot take (quantized?): start from its backbone's run"
+        ) from None
+    return {
+        "run_dir": str(source),
+        "label": loaded.metrics.get("label"),
+        "final_val_acc": loaded.metrics.get("final_val_acc"),
+    }
+
+
+def start(
+    spec: RunSpec,
+    out_root: Path,
+    console: Console,
+    cache: Path | None = None,
+    run_dir: Path | None = None,
+) -> RunOutcome:
+    """Validate and prepare everything, then create the run directory (``run_dir``, else
+    a new one under ``out_root``) and train. ``cache`` defaults to ``out_root/cache``."""
     resolve_device(spec.train.device)
     data = load_data(spec.data)
     if spec.train.batch_size > len(data.train_x):
@@ -213,10 +305,22 @@ def start(spec: RunSpec, out_root: Path, console: Console) -> RunOutcome:
             f"--batch-size {spec.train.batch_size} is larger than the "
             f"{len(data.train_x)} training images"
         )
-    prepared = build(spec, data, console)
-    run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
+    prepared = build(spec, data, console, cache or out_root / CACHE)
+    if run_dir is None:
+        run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
+    else:
+        run_dir.mkdir(parents=True)
     config = {
+        "format": FORMAT,
         **spec.record(),
+        "input": {
+            "num_classes": data.num_classes,
+            "image_size": data.image_size,
+            "input_size": prepared.context.input_size,
+            "mean": list(data.mean),
+            "std": list(data.std),
+        },
+        "init_from": prepared.init_from,
         "versions": runs.versions(),
         "argv": sys.argv,
         "created": dt.datetime.now().isoformat(timespec="seconds"),
@@ -235,7 +339,7 @@ def resume(run_dir: Path, console: Console) -> RunOutcome:
     checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
     resolve_device(spec.train.device)
     data = load_data(spec.data)
-    prepared = build(spec, data, console)
+    prepared = build(spec, data, console, run_dir.parent / CACHE)
     try:
         prepared.model.load_state_dict(checkpoint["model"])
         state = TrainState(**{k: v for k, v in checkpoint.items() if k != "model"})
@@ -279,12 +383,12 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
 
     write_metrics("running")
     try:
-        state = train(model, data, spec.train, state, checkpoint, console, prepared.extra_loss)
+        state = train(model, data, spec.train, state, checkpoint, console, prepared.loss_term)
+        context.history = state.history  # post-training epochs (fine-tuning) continue it
+        post_start = time.perf_counter()
         for use in spec.uses:
             model = techniques[use.name].after_training(model, use.options, context)
-        post = [use for use in spec.uses if techniques[use.name].stage == "post"]
-        post_start = time.perf_counter()
-        for use in post:
+        for use in sorted(spec.uses, key=lambda use: techniques[use.name].post_order):
             model = techniques[use.name].post_train(model, use.options, context)
         post_time = time.perf_counter() - post_start
     except TrainingInterrupted as stop:
@@ -297,44 +401,74 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
         write_metrics("failed", error=str(error))
         raise
     device = resolve_device(spec.train.device)
-    profile = profile_model(model, context.input_size, device, latency_repeats=20)
+    final_acc = _final_accuracy(model, context)
+    auxiliary = [p for use in spec.uses for p in techniques[use.name].auxiliary_parameters(model)]
+    profile = profile_model(
+        model, context.input_size, device, latency_repeats=20, auxiliary=auxiliary
+    )
     reports: dict[str, Any] = {}
     for use in spec.uses:
         reports.update(techniques[use.name].report(model, use.options, context))
-    final_acc = _final_accuracy(model, context)
-    save_model(model.cpu(), str(run_dir / runs.WEIGHTS))
-    plot_curves(state.history, run_dir, spec.label)
-    val = [record["val_acc"] for record in state.history]
-    best = max(range(len(val)), key=val.__getitem__)
+    runs.save_weights(run_dir / runs.WEIGHTS, model.cpu())
+    if state.history:
+        plot_curves(state.history, run_dir, spec.label)
     metrics = write_metrics(
         "completed",
         **profile.to_dict(),
         **reports,
-        best_val_acc=val[best],
-        best_epoch=best + 1,
+        **_best(state.history, context.delivered_from, final_acc),
         final_val_acc=final_acc,
-        train_time_s=sum(record["time_s"] for record in state.history),
-        post_time_s=post_time,  # pruning and fine-tuning, calibration: the technique's own work
+        train_time_s=sum(r["time_s"] for r in state.history if r.get("phase", "train") == "train"),
+        # pruning, fine-tuning, calibration, QAT fine-tuning: the technique's own work
+        post_time_s=post_time,
     )
     return RunOutcome(run_dir, metrics)
 
 
-def load_trained(
-    run_dir: Path, console: Console, data: Dataset | None = None
-) -> tuple[torch.nn.Module, RunSpec, Dataset]:
-    """A completed run's network with its final weights (pruned shapes fitted to them),
-    with its spec and data set (``data`` when given, else the run's own, loaded)."""
-    from safetensors.torch import load_file
+def _best(
+    history: list[dict[str, Any]], delivered_from: int | None, final_acc: float
+) -> dict[str, Any]:
+    """The best top-1 of the delivered network: over the epochs that trained it as it is
+    (after the last pruning step, say), or its final score when no epoch did."""
+    delivered = [] if delivered_from is None else history[delivered_from:]
+    if not delivered:
+        return {"best_val_acc": final_acc, "best_epoch": None}
+    best = max(delivered, key=lambda record: record["val_acc"])
+    if final_acc > best["val_acc"]:
+        return {"best_val_acc": final_acc, "best_epoch": None}
+    return {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
 
-    from compress.structure import fit_to_state_dict
 
-    spec = RunSpec.from_record(runs.read_json(run_dir / runs.CONFIG))
-    weights = run_dir / runs.WEIGHTS
-    if not weights.exists():
-        raise UsageError(f"run {run_dir} has no {runs.WEIGHTS}: did it complete?")
-    data = data or load_data(spec.data)
-    model = build(spec, data, console).model
-    return fit_to_state_dict(model, load_file(weights)).eval(), spec, data
+def latency_side_by_side(outcomes: list[RunOutcome], repeats: int = 30) -> list[dict[str, Any]]:
+    """The runs' metrics with batch-1 latencies measured now, side by side in this process
+    (interleaved, median, threads stated). A run whose network cannot be reloaded keeps
+    the latency it recorded, marked as carried over."""
+    models, loadable = [], []
+    for outcome in outcomes:
+        try:
+            models.append(load(outcome.run_dir))
+            loadable.append(outcome)
+        except RunLoadError:
+            continue
+    measured: dict[Path, float] = {}
+    if len(models) == len(outcomes):  # all or nothing: a lone figure compares with nothing
+        size = outcomes[0].metrics["input_size"]  # the same recipe, so the same input
+        times = latencies_ms(models, torch.randn(1, 3, size, size), repeats)
+        measured = dict(zip([o.run_dir for o in loadable], times, strict=True))
+    results = []
+    for outcome in outcomes:
+        metrics = dict(outcome.metrics)
+        if outcome.run_dir in measured:
+            metrics.update(
+                latency_ms=measured[outcome.run_dir],
+                device="cpu",
+                threads=torch.get_num_threads(),
+                latency_source="side by side",
+            )
+        else:
+            metrics["latency_source"] = f"carried over from {outcome.run_dir.name}"
+        results.append(metrics)
+    return results
 
 
 def _final_accuracy(model: torch.nn.Module, context: RunContext) -> float:
@@ -379,13 +513,56 @@ def find_reference(spec: RunSpec, out_root: Path) -> RunOutcome | None:
     return None
 
 
+CACHE = "cache"  # under a results root: networks trained once, shared by later runs
+
+
+def trained_once(spec: RunSpec, cache: Path, console: Console) -> RunOutcome:
+    """The completed run of ``spec`` in ``cache``, trained now if none is there.
+
+    Train once, compress many times: studies share one trained backbone among their
+    pruning and post-training-quantization trials, a distillation teacher is trained once,
+    and reference models once for every study with the same data and recipe. The
+    directory is named by a hash of the spec's record; a lock keeps two processes from
+    training the same network at once.
+    """
+    record = json.dumps(spec.record(), sort_keys=True)
+    key = hashlib.sha256(record.encode()).hexdigest()[:12]
+    run_dir = cache / f"{spec.label}-{spec.data.dataset}-{key}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f".{run_dir.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            metrics = runs.read_json(run_dir / runs.METRICS)
+        except UsageError:
+            metrics = {}
+        if metrics.get("status") == "completed":
+            console.print(f"reusing {run_dir}", highlight=False)
+            return RunOutcome(run_dir, metrics)
+        if run_dir.exists():  # an attempt that did not finish
+            shutil.rmtree(run_dir)
+        return start(spec, cache.parent, console, cache, run_dir)
+
+
 def run(
     techniques: str,
     out: str | Path = "runs",
     preset: str | None = None,
     console: Console | None = None,
+    cache: str | Path | None = None,
     **options: Any,
 ) -> RunOutcome:
-    """Python's ``compress run``: ``run("ghost+prune", backbone="vgg16", ratio=0.5)``."""
+    """Python's ``compress run``: ``run("ghost+prune", backbone="vgg16", ratio=0.5)``.
+
+    Args:
+        techniques: technique names joined by '+', in any order.
+        out: the results root; the run directory is made under it.
+        preset: a protocol by name (``seed``, ``paper``); options override it.
+        console: where progress goes (default: stderr).
+        cache: networks trained once (a distillation teacher; default ``out/cache``).
+        **options: any option of the techniques, the data or the training recipe.
+
+    Returns:
+        A ``RunOutcome`` with the run directory and its final metrics.
+    """
     spec = RunSpec.from_options(techniques, options, preset)
-    return start(spec, Path(out), console or Console(stderr=True))
+    return start(spec, Path(out), console or Console(stderr=True), Path(cache) if cache else None)

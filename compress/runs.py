@@ -33,12 +33,22 @@ CONFIG, METRICS, CHECKPOINT, WEIGHTS = (
 PACKAGES = ("compress-cnn", "torch", "torchvision", "timm", "torch-pruning", "brevitas", "optuna")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
+    """Write through a temporary file in the same directory, then rename over ``path``.
+
+    The file gets the permissions any new file of the user gets (mkstemp's are 0600).
+    """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -97,6 +107,13 @@ def new_run_dir(root: Path, name: str) -> Path:
             continue
         return path
     raise UsageError(f"cannot create a run directory under {root}")
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """The network's final weights as safetensors, written atomically."""
+    from safetensors.torch import save_model
+
+    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

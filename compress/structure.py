@@ -21,6 +21,13 @@ def _resized(parameter: torch.Tensor | None, shape: torch.Size) -> nn.Parameter 
 
 def fit_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """Resize ``model``'s layers to the shapes in ``state``, then load it (strictly)."""
+    fit_shapes(model, state)
+    model.load_state_dict(state)
+    return model
+
+
+def fit_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize ``model``'s conv, BN and linear layers to the shapes in ``state``."""
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         weight = state.get(prefix + "weight")
@@ -53,5 +60,4 @@ def fit_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Mo
         if isinstance(module, GhostModule):
             maps = module.primary_conv[0].out_channels
             module.out_channels = min(module.out_channels, maps * module.ratio)
-    model.load_state_dict(state)
     return model

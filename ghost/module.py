@@ -26,9 +26,13 @@ class GhostModule(nn.Module):
 
     The primary conv keeps ``kernel_size`` and ``stride``; the cheap operation is a
     ``d x d`` depthwise conv mapping each intrinsic map to ``s - 1`` ghosts. Both are
-    followed by BatchNorm and, when ``relu``, ReLU. The concatenation is cut to ``out``
-    channels so any ``out`` works, divisible by ``s`` or not. Output channel ``k m + i``
-    is the k-th view of intrinsic map ``i`` (k = 0 the map itself).
+    followed by BatchNorm and, when ``relu``, ReLU. Like the authors' code, the module
+    keeps the intrinsic maps and the first ``out - m`` ghosts in the authors' order
+    (map 0's ghosts, then map 1's, ...), so any ``out`` works, divisible by ``s`` or not.
+    It lays them out in blocks instead: block 0 is the ``m`` intrinsic maps, block ``k``
+    the k-th ghost of each map that keeps one (a prefix of the maps, ``ghosts_kept[k-1]``
+    long). When ``s`` divides ``out`` every block is full and output channel ``k m + i``
+    is the k-th view of intrinsic map ``i``, which is what structured pruning needs.
     """
 
     def __init__(
@@ -68,17 +72,33 @@ class GhostModule(nn.Module):
             nn.ReLU(inplace=True) if relu else nn.Identity(),
         )
 
+    @property
+    def ghosts_kept(self) -> list[int]:
+        """How many maps keep their k-th ghost, for k = 1 .. s-1: the authors' cut.
+
+        The authors keep the first ``out - m`` ghosts of the order ``i (s-1) + k - 1``
+        (map ``i``, view ``k``), so the k-th ghost of map ``i`` survives exactly when
+        ``i (s-1) + k - 1 < out - m``: a prefix of the maps in every block.
+        """
+        maps = self.primary_conv[0].out_channels
+        room = self.out_channels - maps
+        s = self.ratio
+        return [min(maps, max(0, -(-(room - k + 1) // (s - 1)))) for k in range(1, s)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         intrinsic = self.primary_conv(x)
         ghosts = self.cheap_operation(intrinsic)
-        if self.ratio > 2:
-            # Order ghosts in s - 1 blocks of one ghost per intrinsic map, so the output is
-            # s blocks aligned with the intrinsic maps (what structured pruning needs). For
-            # s = 2, the authors' order, this is the identity.
-            batch, _, height, width = ghosts.shape
-            ghosts = ghosts.view(batch, intrinsic.shape[1], self.ratio - 1, height, width)
-            ghosts = ghosts.transpose(1, 2).reshape(batch, -1, height, width)
-        out = torch.cat([intrinsic, ghosts], dim=1)
-        # Slice only when needed: a no-op slice hides the channel mapping from tracers
-        # such as torch-pruning's dependency graph.
-        return out if out.shape[1] == self.out_channels else out[:, : self.out_channels]
+        maps = intrinsic.shape[1]
+        if self.out_channels == maps * self.ratio:
+            if self.ratio > 2:
+                # s - 1 blocks of one ghost per intrinsic map: the output is s blocks
+                # aligned with the intrinsic maps. For s = 2 this is the identity.
+                batch, _, height, width = ghosts.shape
+                ghosts = ghosts.view(batch, maps, self.ratio - 1, height, width)
+                ghosts = ghosts.transpose(1, 2).reshape(batch, -1, height, width)
+            # No slicing here: a no-op slice hides the channel mapping from tracers such
+            # as torch-pruning's dependency graph.
+            return torch.cat([intrinsic, ghosts], dim=1)
+        views = ghosts.unflatten(1, (maps, self.ratio - 1))
+        blocks = [views[:, :kept, k] for k, kept in enumerate(self.ghosts_kept) if kept]
+        return torch.cat([intrinsic, *blocks], dim=1)

@@ -43,10 +43,11 @@ def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat record per finished trial: number, state, technique, options, objectives."""
+    """One flat record per finished trial (complete, failed, or pruned: refused before
+    training): number, state, technique, options, objectives."""
     rows = []
     for trial in study.trials:
-        if trial.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+        if not trial.state.is_finished():
             continue
         row = {
             "trial": trial.number,

@@ -14,12 +14,19 @@ import optuna
 from compress.options import Options
 
 
-def suggest(trial: optuna.Trial, technique: str, config_cls: type[Options]) -> dict[str, Any]:
-    """Values for every searchable option of ``config_cls``, suggested by ``trial``."""
+def suggest(
+    trial: optuna.Trial,
+    technique: str,
+    config_cls: type[Options],
+    given: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Values for every searchable option of ``config_cls`` that applies with the
+    options ``given`` (e.g. GhostNet's width only when GhostNet is built), from ``trial``."""
     values: dict[str, Any] = {}
     for field in dataclasses.fields(config_cls):
         space = field.metadata.get("search")
-        if space is None:
+        applies = field.metadata.get("applies")
+        if space is None or (applies is not None and not applies({**(given or {}), **values})):
             continue
         kind, *bounds = space
         name = f"{technique}.{field.name}"

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from rich.console import Console
 from rich.progress import Progress
 
 from compress.engine import TrainingInterrupted
 from compress.errors import UsageError
-from compress.runner import run
+from compress.runner import CACHE, RunSpec, preflight, run, trained_once
 from compress.techniques import get_technique, parse_composition
 from studies.pareto import OBJECTIVES, objective_value
 from studies.space import suggest
@@ -49,10 +50,13 @@ class StudySpec:
     study_name: str = "pareto"
     storage: str | None = None
     sampler: str = "tpe"
-    seed: int = 0
+    # None: a fresh seed in every process. Given: reproducible, and still new trials when
+    # a study continues (the seed mixes in the trials already there and the worker).
+    sampler_seed: int | None = None
     baselines: list[str] = field(default_factory=list)
     fixed: dict[str, Any] = field(default_factory=dict)  # data and training options
     workers: int = 1
+    worker_index: int = 0
 
     def __post_init__(self) -> None:
         for technique in self.techniques:
@@ -77,6 +81,12 @@ class StudySpec:
         return self.out / self.study_name
 
     @property
+    def cache(self) -> Path:
+        """Networks trained once for every study under ``out``: backbones, baselines,
+        distillation teachers."""
+        return self.out / CACHE
+
+    @property
     def storage_url(self) -> str:
         return self.storage or default_storage(self.out, self.study_name, self.workers)
 
@@ -86,26 +96,32 @@ class StudySpec:
 
 
 def trial_options(trial: optuna.Trial, technique: str, backbone: str) -> dict[str, Any]:
-    """The technique's searched options, with the backbone wired into its builder."""
+    """The technique's searched options, with the backbone wired into its builder: each
+    technique says how it takes the backbone, then draws the options that apply."""
+    techniques = [get_technique(name) for name in parse_composition(technique)]
     options: dict[str, Any] = {}
-    names = parse_composition(technique)
-    for name in names:
-        options.update(suggest(trial, name, get_technique(name).config_cls))
-    if "ghost" in names:
-        if backbone == "ghostnet":
-            options["model"] = "ghostnet"
-        else:
-            options["backbone"] = backbone
-            options.pop("width", None)
-    else:
-        options["model"] = backbone
+    for each in techniques:
+        options.update(each.on_backbone(backbone))
+    for each in techniques:
+        options.update(suggest(trial, each.name, each.config_cls, options))
     return options
 
 
-def _sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+def sampler_seed(spec: StudySpec, trials_so_far: int) -> int | None:
+    """The seed this process samples with: ``None`` (fresh) unless the user gave one;
+    then mixed with the study's size and the worker's index, so that a rerun, a second
+    process or a second worker draws new trials, and the same command on the same study
+    state draws the same ones."""
+    if spec.sampler_seed is None:
+        return None
+    mixed = np.random.SeedSequence([spec.sampler_seed, trials_so_far, spec.worker_index])
+    return int(mixed.generate_state(1)[0])
+
+
+def _sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def open_study(spec: StudySpec) -> optuna.Study:
@@ -114,9 +130,9 @@ def open_study(spec: StudySpec) -> optuna.Study:
         study_name=spec.study_name,
         storage=open_storage(spec.storage_url),
         directions=spec.directions,
-        sampler=_sampler(spec),
         load_if_exists=True,
     )
+    study.sampler = _sampler(spec, sampler_seed(spec, len(study.trials)))
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
         raise UsageError(f"study {spec.study_name!r} exists with other objectives")
     study.set_user_attr("objectives", spec.objectives)
@@ -125,15 +141,15 @@ def open_study(spec: StudySpec) -> optuna.Study:
 
 
 def run_baselines(spec: StudySpec, study: optuna.Study, console: Console) -> None:
-    """Reference points on the same data and recipe, trained once per study."""
+    """Reference points on the same data and recipe: trained once for every study in the
+    same results root (the cache), and recorded once per study."""
     done = {b["model"] for b in study.user_attrs.get("baselines", [])}
     points = list(study.user_attrs.get("baselines", []))
     for model in spec.baselines:
         if model in done:
             continue
-        outcome = run(
-            "baseline", out=spec.directory / "baselines", console=console, model=model, **spec.fixed
-        )
+        reference = RunSpec.from_options("baseline", {**spec.fixed, "model": model})
+        outcome = trained_once(reference, spec.cache, console)
         points.append(
             {"model": model, **_recorded(outcome.metrics), "run_dir": str(outcome.run_dir)}
         )
@@ -154,11 +170,20 @@ def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optun
         claim(trial)
         fail_orphaned_trials(study)
         technique = trial.suggest_categorical("technique", spec.techniques)
+        options = {**spec.fixed, **trial_options(trial, technique, spec.backbone)}
         try:
-            options = trial_options(trial, technique, spec.backbone)
+            plan = RunSpec.from_options(technique, options)
+            if len(plan.uses) > 1 and plan.trains_like_its_backbone:
+                preflight(plan)
+                # Post-training techniques only: start from the backbone trained once.
+                backbone = trained_once(plan.backbone(), spec.cache, console)
+                options.update(init=str(backbone.run_dir), epochs=0)
             outcome = run(
-                technique, out=spec.directory / "trials", console=console, **spec.fixed, **options
+                technique, spec.directory / "trials", console=console, cache=spec.cache, **options
             )
+        except UsageError as error:  # refused before training, e.g. prune+quantize drew qat
+            trial.set_user_attr("error", f"options that do not combine: {error}")
+            raise optuna.TrialPruned(str(error)) from None
         except TrainingInterrupted:
             raise KeyboardInterrupt from None  # Ctrl-C ends the study, not just the trial
         except Exception as error:
@@ -194,9 +219,10 @@ def worker_specs(spec: StudySpec) -> list[StudySpec]:
         fixed = {**spec.fixed, "device": f"cuda:{index % gpus}"} if gpus > 1 else spec.fixed
         trials = share + (index < extra)
         storage = spec.storage_url
-        seed = spec.seed + index  # one seed for all would make every worker sample alike
         specs.append(
-            replace(spec, trials=trials, workers=1, storage=storage, fixed=fixed, seed=seed)
+            replace(
+                spec, trials=trials, workers=1, storage=storage, fixed=fixed, worker_index=index
+            )
         )
     return specs
 
@@ -248,9 +274,10 @@ def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]
     done = [row for row in rows if row["state"] == "COMPLETE"]
     directions = [OBJECTIVES[o][1] for o in objectives]
     front = pareto_front([[row[o] for o in objectives] for row in done], directions)
+    failed = sum(row["state"] == "FAIL" for row in rows)
     table = Table(
-        title=f"Pareto-optimal trials of {study.study_name!r} "
-        f"({len(done)} complete, {len(rows) - len(done)} failed)"
+        title=f"Pareto-optimal trials of {study.study_name!r} ({len(done)} complete, "
+        f"{failed} failed, {len(rows) - len(done) - failed} refused before training)"
     )
     for column in ("trial", "technique", "options", "top-1", "MACs", "params", "latency"):
         table.add_column(column)

@@ -6,7 +6,7 @@ from clitools import compress_cli
 from rich.console import Console
 
 from compress.data import make_synthetic
-from compress.engine import TrainConfig
+from compress.engine import TrainConfig, train
 from compress.errors import UsageError
 from compress.measure import count_params
 from compress.registry import create_model
@@ -16,7 +16,8 @@ from compress.techniques.distill import (
     DistillConfig,
     attention_loss,
     kd_loss,
-    last_feature_module,
+    load_teacher,
+    stage_outputs,
 )
 
 
@@ -45,24 +46,90 @@ def test_attention_loss_is_zero_for_equal_maps_and_resizes():
     assert attention_loss(torch.randn(2, 4, 4, 4), features).item() > 0
 
 
-def test_feature_hint_adapter_trains_with_the_student_and_is_dropped_after():
-    data = make_synthetic(64, 16)
+def context_on(data):
+    """A run's context whose teachers are trained on the spot (seeded: the same each time)."""
     quiet = Console(quiet=True)
-    context = RunContext(data, TrainConfig(epochs=1, batch_size=16, device="cpu"), quiet)
+
+    def trained_alone(name, recipe):
+        torch.manual_seed(recipe.seed)
+        model = create_model(name, num_classes=data.num_classes)
+        train(model, data, recipe, console=quiet)
+        return model
+
+    recipe = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    return RunContext(data, recipe, quiet, trained_alone=trained_alone)
+
+
+def test_feature_hint_adapters_train_with_the_student_and_are_dropped_after():
+    context = context_on(make_synthetic(64, 16))
     student = create_model("resnet20", num_classes=4)
     params = count_params(student)[0]
     technique = Distill()
     config = DistillConfig(teacher="resnet20", kind="feature", teacher_epochs=1)
     term = technique.loss_term(student, config, context)
-    assert hasattr(student, "kd_adapter") and student.kd_adapter.out_channels == 64
+    # One hint per stage, each through its own 1x1 adapter.
+    assert [a.out_channels for a in student.kd_adapters] == [16, 32, 64]
     inputs = torch.randn(2, 3, 32, 32)
     student.train()(inputs)
-    loss = term(inputs, None, None)
+    task = torch.tensor(2.0)
+    loss = term(inputs, None, None, task)
+    assert loss.item() > task.item()
     loss.backward()
-    assert student.kd_adapter.weight.grad is not None
+    assert all(adapter.weight.grad is not None for adapter in student.kd_adapters)
     technique.after_training(student, config, context)
     assert count_params(student)[0] == params
-    assert last_feature_module(student, torch.zeros(1, 3, 32, 32)) == "layer3"
+    assert stage_outputs(student, torch.zeros(1, 3, 32, 32)) == ["layer1", "layer2", "layer3"]
+
+
+def test_output_kd_is_hintons_weighted_sum():
+    context = context_on(make_synthetic(64, 16))
+    config = DistillConfig(teacher="resnet20", alpha=0.3, temperature=2.0, teacher_epochs=1)
+    term = Distill().loss_term(create_model("resnet20", num_classes=4), config, context)
+    teacher = load_teacher(config, context).eval()  # trained again: the same weights
+    inputs, logits = torch.randn(4, 3, 32, 32), torch.randn(4, 4)
+    task = torch.tensor(1.7)
+    with torch.no_grad():
+        expected = 0.7 * task + 0.3 * kd_loss(logits, teacher(inputs), 2.0)
+    torch.testing.assert_close(term(inputs, logits, None, task), expected)
+
+
+def stage_features(model, inputs):
+    outputs = []
+    stages = [model.layer1, model.layer2, model.layer3]
+    handles = [
+        stage.register_forward_hook(lambda *args: outputs.append(args[2])) for stage in stages
+    ]
+    with torch.no_grad():
+        model.eval()(inputs)
+    for handle in handles:
+        handle.remove()
+    return outputs
+
+
+def normalized_attention(features):
+    q = features.pow(2).mean(1).flatten(1)
+    return q / q.norm(dim=1, keepdim=True)
+
+
+def test_attention_transfer_is_beta_half_the_sum_over_stage_pairs():
+    """Zagoruyko & Komodakis: beta/2 * sum_j mean((Q_s/|Q_s| - Q_t/|Q_t|)^2), beta = 1000."""
+    torch.manual_seed(0)
+    context = context_on(make_synthetic(64, 16))
+    student = create_model("resnet20", num_classes=4)
+    config = DistillConfig(teacher="resnet56", kind="attention", teacher_epochs=1)
+    assert config.beta == 1000.0
+    term = Distill().loss_term(student, config, context)
+    teacher = load_teacher(config, context)
+    inputs = torch.randn(4, 3, 32, 32)
+    pairs = zip(stage_features(student, inputs), stage_features(teacher, inputs), strict=True)
+    expected = 500 * sum(
+        (normalized_attention(s) - normalized_attention(t)).pow(2).mean() for s, t in pairs
+    )
+    with torch.no_grad():
+        student.eval()(inputs)
+        total = term(inputs, None, None, torch.tensor(0.0))
+    torch.testing.assert_close(total, expected)
+    assert 0.1 < total.item() < 100  # the order of a cross-entropy, not 0.003
 
 
 def test_ghost_student_distilled_from_a_teacher_run(tmp_path):
@@ -96,3 +163,7 @@ def test_bad_distill_options():
         DistillConfig(kind="logits")
     with pytest.raises(UsageError, match="--temperature must be > 0"):
         DistillConfig(temperature=0.0)
+    with pytest.raises(UsageError, match="--alpha must be <= 1"):
+        DistillConfig(alpha=1.5)
+    with pytest.raises(UsageError, match="paired one to one"):
+        DistillConfig(student_layer="layer2,layer3", teacher_layer="layer3")

@@ -47,3 +47,28 @@ def test_relu_applies_to_both_halves_and_cut_keeps_intrinsic_first():
 def test_bad_ratio_or_kernel_is_rejected(s, d):
     with pytest.raises(ValueError, match=r"ghost ratio|cheap kernel"):
         GhostModule(8, 8, ratio=s, dw_size=d)
+
+
+def authors_forward(module: GhostModule, x: torch.Tensor) -> torch.Tensor:
+    """The authors' Ghost module: intrinsic maps, then every ghost in their order (map 0's,
+    map 1's, ...), cut to ``out``."""
+    intrinsic = module.primary_conv(x)
+    return torch.cat([intrinsic, module.cheap_operation(intrinsic)], 1)[:, : module.out_channels]
+
+
+@pytest.mark.parametrize(("out", "s"), [(64, 3), (16, 3), (32, 3), (64, 5), (10, 4), (12, 3)])
+def test_the_channels_are_the_authors_set_permuted_even_when_s_does_not_divide(out, s):
+    torch.manual_seed(0)
+    module = GhostModule(6, out, 1, s, 3).eval()
+    x = torch.randn(1, 6, 5, 5)
+    mine, theirs = module(x)[0].flatten(1), authors_forward(module, x)[0].flatten(1)
+    # Map each of our channels to the authors' channel with the same values.
+    match = [int((theirs - channel).abs().sum(1).argmin()) for channel in mine]
+    assert sorted(match) == list(range(out))  # a permutation: same set, nothing twice
+    torch.testing.assert_close(mine, theirs[match])
+    maps = -(-out // s)
+    # out=64, s=3: the authors give maps 0..20 two ghosts and map 21 none.
+    ghosts_of = [
+        sum(1 for c in match if c >= maps and (c - maps) // (s - 1) == i) for i in range(maps)
+    ]
+    assert ghosts_of == [min(s - 1, max(0, out - maps - i * (s - 1))) for i in range(maps)]

@@ -2,7 +2,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from compress.measure import count_macs, count_params, profile_model, serialized_bytes
+from compress.measure import (
+    activation_bytes,
+    count_macs,
+    count_params,
+    latencies_ms,
+    profile_model,
+    serialized_bytes,
+)
 
 
 def test_single_layer_macs_are_hand_arithmetic():
@@ -43,3 +50,30 @@ def test_params_split_and_profile_fields():
     assert profile.serialized_bytes == serialized_bytes(net) > profile.param_bytes
     assert profile.latency_ms > 0 and profile.threads == torch.get_num_threads()
     assert profile.peak_memory_bytes is None
+
+
+def test_activations_count_each_tensor_once():
+    """In-place ReLU, Identity (a BN a Ghost module replaced) and views add nothing."""
+    x = torch.zeros(1, 3, 4, 4)
+    block = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)]
+    plain = nn.Sequential(*block, nn.Identity(), nn.Flatten()).eval()
+    assert activation_bytes(plain, x) == 2 * 8 * 16 * 4  # conv and BN outputs
+    not_inplace = nn.Sequential(*block[:2], nn.ReLU()).eval()
+    assert activation_bytes(not_inplace, x) == 3 * 8 * 16 * 4
+
+
+def test_side_by_side_latency_times_every_model_in_turn():
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    times = latencies_ms([Recorder("a"), Recorder("b")], torch.zeros(1), repeats=3, warmup=1)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    assert calls == ["a", "b"] * 4  # interleaved: a change of load reaches both alike

@@ -4,12 +4,15 @@ import warnings
 import pytest
 import torch
 from clitools import compress_cli
+from rich.console import Console
 from safetensors.torch import load_file
 from torch import nn
 
 from compress.errors import UsageError
 from compress.measure import count_macs
 from compress.registry import create_model
+from compress.reports import run_table, si
+from compress.runner import run
 from compress.structure import fit_to_state_dict
 from compress.techniques.prune import PruneConfig, _pruner, ratio_for_target
 from ghost.module import GhostModule
@@ -179,3 +182,55 @@ def test_prune_end_to_end_labels_and_reload(tmp_path, method, kind):
     state = load_file(f"{tmp_path / metrics['run_dir']}/model.safetensors")
     model = fit_to_state_dict(create_model("resnet20", num_classes=4), state).eval()
     assert count_macs(model, torch.zeros(1, 3, 32, 32)) == metrics["macs"]
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "message"),
+    [
+        ("ghost_vgg16", {"s": 3, "ratio": 0.5}, "s=3 does not divide their widths"),
+        ("ghost_vgg16", {"s": 5, "ratio": 0.5}, "s=5 does not divide their widths"),
+        ("ghost_resnet56", {"s": 3, "target_macs": 0.5}, "cannot reach --target-macs 0.5"),
+    ],
+)
+def test_ghost_models_that_cannot_lose_whole_maps_are_refused_before_training(
+    tmp_path, model, options, message
+):
+    with pytest.raises(UsageError, match=message):
+        run("ghost+prune", tmp_path, model=model, dataset="synthetic", epochs=1, **options)
+    assert not list(tmp_path.iterdir())  # refused before the run directory exists
+
+
+def test_a_pruned_run_reports_the_pruned_network_and_its_fine_tuning(tmp_path):
+    metrics = run(
+        "prune",
+        tmp_path,
+        console=Console(quiet=True),
+        model="resnet20",
+        target_macs=0.5,
+        finetune_epochs=2,
+        dataset="synthetic",
+        epochs=2,
+        batch_size=64,
+    ).metrics
+    history = metrics["history"]
+    assert [(r["epoch"], r["phase"]) for r in history] == [
+        (1, "train"),
+        (2, "train"),
+        (3, "finetune"),
+        (4, "finetune"),
+    ]
+    finetuned = [r["val_acc"] for r in history[2:]]
+    # Best and final describe the pruned network; the trained one keeps its own keys.
+    assert metrics["best_val_acc"] == max([*finetuned, metrics["final_val_acc"]])
+    assert metrics["best_epoch"] in (3, 4, None)
+    assert metrics["before_prune_val_acc"] == history[1]["val_acc"]
+    assert metrics["target_macs"] == round(0.5 * metrics["unpruned_macs"])
+    assert metrics["macs_fraction"] == metrics["macs"] / metrics["unpruned_macs"]
+    assert abs(metrics["macs_fraction"] - 0.5) < 0.02
+    table = Console(width=200, record=True)
+    table.print(run_table([("run", metrics)]))
+    lines = table.export_text().splitlines()
+    (nonzero,) = [line for line in lines if "Non-zero MACs" in line]
+    assert nonzero.split("│")[2].strip() == si(metrics["nonzero_macs_est"])  # a count, no "s"
+    (kept,) = [line for line in lines if "MACs kept" in line]
+    assert kept.split("│")[2].strip() == f"{100 * metrics['macs_fraction']:.1f}%"

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import pytest
@@ -13,7 +14,7 @@ from compress.techniques import Technique, register_technique
 from compress.techniques.ghost import GhostConfig
 from studies.pareto import pareto_front
 from studies.space import searchable, suggest
-from studies.study import StudySpec, optimize, trial_options
+from studies.study import StudySpec, optimize, sampler_seed, trial_options
 
 
 def test_brute_force_front():
@@ -46,6 +47,9 @@ class Explode(Technique):
         raise RuntimeError("boom")
 
 
+QUICK_FIXED = {"dataset": "synthetic", "epochs": 1, "batch_size": 128}
+
+
 def quick_spec(out, **changes) -> StudySpec:
     """One prune trial on ResNet-20 over a synthetic epoch, changed where a test says."""
     values = {
@@ -54,7 +58,7 @@ def quick_spec(out, **changes) -> StudySpec:
         "objectives": ["accuracy", "macs"],
         "trials": 1,
         "out": out,
-        "fixed": {"dataset": "synthetic", "epochs": 1, "batch_size": 128},
+        "fixed": QUICK_FIXED,
     }
     return StudySpec(**{**values, **changes})
 
@@ -127,7 +131,9 @@ def test_timm_baselines_are_trained_once_and_marked(tmp_path):
     assert point["macs"] == count_macs(model, torch.randn(1, 3, 32, 32))
     assert point["params"] == sum(p.numel() for p in model.parameters())
     optimize(spec, Console(quiet=True))  # continuing the study does not train it again
-    assert len(list((tmp_path / "pareto/baselines").iterdir())) == 1
+    other = quick_spec(tmp_path, study_name="other", baselines=["timm:mobilenetv3_small_050"])
+    optimize(other, Console(quiet=True))  # nor does another study with the same recipe
+    assert len(list((tmp_path / "cache").glob("timm-mobilenetv3*"))) == 1
 
     from studies.study import report
 
@@ -140,12 +146,49 @@ def test_worker_specs_share_the_trials_seeds_and_gpus(tmp_path, monkeypatch):
 
     from studies.study import worker_specs
 
-    spec = quick_spec(tmp_path, trials=7, workers=3, seed=5, fixed={})
+    spec = quick_spec(tmp_path, trials=7, workers=3, sampler_seed=5, fixed={})
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     specs = worker_specs(spec)
-    assert [s.trials for s in specs] == [3, 2, 2] and [s.seed for s in specs] == [5, 6, 7]
+    assert [s.trials for s in specs] == [3, 2, 2] and [s.worker_index for s in specs] == [0, 1, 2]
+    seeds = [sampler_seed(s, 0) for s in specs]
+    assert len(set(seeds)) == 3 and seeds == [sampler_seed(s, 0) for s in worker_specs(spec)]
     assert [s.fixed["device"] for s in specs] == ["cuda:0", "cuda:1", "cuda:0"]
     assert {s.storage for s in specs} == {f"journal:{(tmp_path / 'pareto.journal').resolve()}"}
     assert all(s.workers == 1 for s in specs)
     cpu = worker_specs(quick_spec(tmp_path, trials=2, workers=3, fixed={"device": "cpu"}))
     assert [(s.trials, s.fixed) for s in cpu] == [(1, {"device": "cpu"}), (1, {"device": "cpu"})]
+
+
+def test_a_prune_study_trains_its_backbone_once(tmp_path):
+    spec = quick_spec(tmp_path, trials=4, fixed={**QUICK_FIXED, "epochs": 2})
+    study = optimize(spec, Console(quiet=True))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    (backbone,) = (tmp_path / "cache").glob("resnet20-*")
+    trained = json.loads((backbone / "metrics.json").read_text())
+    assert [r["phase"] for r in trained["history"]] == ["train", "train"]
+    for trial in study.trials:
+        run_dir = Path(trial.user_attrs["metrics"]["run_dir"])
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["init_from"]["run_dir"] == str(backbone)  # started from it ...
+        history = json.loads((run_dir / "metrics.json").read_text())["history"]
+        assert {r["phase"] for r in history} == {"finetune"}  # ... and only fine-tuned
+
+
+def options_drawn(study):
+    return [tuple(sorted(t.params.items())) for t in study.trials]
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_a_continued_study_draws_new_trials(tmp_path, seed):
+    spec = quick_spec(tmp_path, trials=2, sampler_seed=seed, fixed={**QUICK_FIXED, "epochs": 1})
+    optimize(spec, Console(quiet=True))
+    study = optimize(spec, Console(quiet=True))  # the same command again
+    assert len(set(options_drawn(study))) == 4
+    if seed is not None:  # reproducible: a fresh study with the same seed draws the same
+        again = optimize(
+            quick_spec(
+                tmp_path / "again", trials=2, sampler_seed=seed, fixed={**QUICK_FIXED, "epochs": 1}
+            ),
+            Console(quiet=True),
+        )
+        assert options_drawn(again) == options_drawn(study)[:2]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -26,9 +26,10 @@ from rich.console import Console
 from torch import nn
 
 from compress.data import Dataset, normalization, prepare
-from compress.engine import LossTerm, TrainConfig
+from compress.engine import LossTerm, TrainConfig, train
 from compress.errors import UsageError
 from compress.options import Options
+from compress.reports import MetricRow
 
 STAGES = ("build", "transform", "train", "post")
 ENTRY_POINT_GROUP = "compress.techniques"
@@ -45,11 +46,35 @@ _loaded = False
 
 @dataclass
 class RunContext:
-    """What a technique may use besides its own options."""
+    """What a technique may use besides its own options.
+
+    ``history`` is the run's list of epoch records. Training after the main run (e.g.
+    fine-tuning after pruning) goes through ``train_more`` so that its epochs land there
+    too, and a technique that changes the network outside training says so with
+    ``network_changed``: the run's best top-1 then counts only epochs of the delivered net.
+    """
 
     data: Dataset
     train: TrainConfig
     console: Console
+    history: list[dict[str, Any]] = field(default_factory=list)
+    delivered_from: int | None = 0  # first history record that describes the final network
+    # ``trained_alone(model, recipe)``: that registered model trained on this data with
+    # ``recipe``, once (the runner caches it for later runs). Set by the runner.
+    trained_alone: Callable[[str, TrainConfig], nn.Module] | None = None
+
+    def network_changed(self) -> None:
+        """The network is no longer the one the last epoch records describe."""
+        self.delivered_from = None
+
+    def train_more(self, model: nn.Module, recipe: TrainConfig, phase: str) -> None:
+        """Train ``model`` with ``recipe``; its epochs continue the run's history."""
+        start = len(self.history)
+        state = train(model, self.data, recipe, console=self.console, phase=phase)
+        for offset, record in enumerate(state.history):
+            self.history.append({**record, "epoch": start + offset + 1})
+        if self.delivered_from is None:
+            self.delivered_from = start
 
     @property
     def input_size(self) -> int:
@@ -80,10 +105,18 @@ class Technique:
     stage: ClassVar[str]
     summary: ClassVar[str] = ""
     incompatible_with: ClassVar[tuple[str, ...]] = ()
+    restructures: ClassVar[bool] = False  # changes layer shapes after training (pruning)
+    post_order: ClassVar[int] = 0  # ``post_train`` runs in this order (ties: stage order)
+    metric_rows: ClassVar[tuple[MetricRow, ...]] = ()  # what ``report`` adds, for tables
 
     def build_model(self, config: Any, num_classes: int, image_size: int) -> nn.Module:
         """``build``: the network to train."""
         raise NotImplementedError
+
+    def on_backbone(self, backbone: str) -> dict[str, Any]:
+        """The options that make this technique act on ``backbone`` (a registered model
+        name): a builder builds it, the others need nothing. Studies wire it in so."""
+        return {}
 
     def transform(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
         """``transform``: the network to train instead of ``model``."""
@@ -98,8 +131,31 @@ class Technique:
         return model
 
     def post_train(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
-        """``post``: the final network made from the trained one."""
-        raise NotImplementedError
+        """After training, any stage: the final network made from the trained one."""
+        return model
+
+    def changes_training(self, config: Any) -> bool:
+        """Whether the technique acts before or during training (then a run cannot start
+        from a shared trained backbone); post-training techniques do not."""
+        return self.stage in ("transform", "train")
+
+    def restore(self, model: nn.Module, config: Any, record: dict[str, Any]) -> nn.Module:
+        """Loading a finished run: give the freshly built network the structure this
+        technique gave it (e.g. quantizers), from the run's ``record`` (its metrics),
+        without training. Pruned widths come from the saved weights."""
+        return model
+
+    def check_model(self, model: nn.Module, config: Any, context: RunContext) -> None:
+        """Refuse, with a UsageError, a network this technique cannot act on; runs on the
+        freshly built network, before the run directory exists or training starts."""
+
+    def check_composition(self, config: Any, others: list[Technique]) -> None:
+        """Refuse, with a UsageError, options that the other techniques of a run rule out."""
+
+    def auxiliary_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters the technique adds that are not the network's (e.g. quantizer
+        scales): counted apart from the network's params."""
+        return []
 
     def report(self, model: nn.Module, config: Any, context: RunContext) -> dict[str, Any]:
         """Numbers this technique adds to metrics.json (and what they mean)."""

@@ -25,5 +25,8 @@ class Baseline(Technique):
     def build_model(self, config: BaselineConfig, num_classes: int, image_size: int) -> nn.Module:
         return create_model(config.model, num_classes=num_classes)
 
+    def on_backbone(self, backbone: str) -> dict[str, str]:
+        return {"model": backbone}
+
     def label(self, config: BaselineConfig) -> str:
         return config.model.replace(":", "-")

@@ -1,13 +1,20 @@
 """``distill``: knowledge distillation from a teacher, on outputs or on features.
 
-- ``output`` (Hinton et al. 2015): ``alpha * T^2 * KL(p_teacher^T || p_student^T)``.
-- ``feature`` (FitNets hints): MSE between the teacher's feature map and the student's,
-  mapped by a trained 1x1 conv adapter; the adapter is dropped after training.
-- ``attention`` (Zagoruyko & Komodakis 2017): distance between the normalised spatial
-  attention maps ``mean_c(f^2)``; no parameters.
+With CE the student's cross-entropy on the labels:
 
-All are added to the student's cross-entropy. The teacher is a run directory of this
-toolkit, or a model name trained first on the same data and recipe.
+- ``output`` (Hinton et al. 2015): ``(1 - alpha) CE + alpha T^2 KL(p_t^T || p_s^T)``,
+  ``p^T`` the softmax at temperature ``T``, the KL averaged over the batch.
+- ``attention`` (Zagoruyko & Komodakis 2017): ``CE + beta / 2 * sum_j mean((Q_s/|Q_s| -
+  Q_t/|Q_t|)^2)`` over the layer pairs ``j``, with ``Q = mean_c(f^2)`` flattened and
+  ``beta = 1000`` as in the paper; no parameters.
+- ``feature`` (FitNets hints): ``CE + hint_weight * sum_j MSE(adapter_j(f_s), f_t)``, each
+  adapter a trained 1x1 conv, dropped after training.
+
+The feature kinds pair ``--student-layer`` with ``--teacher-layer`` (comma lists of
+module names). By default they pair the last feature map of each resolution larger than
+1x1 (a ResNet's three stages), or the last map of each net when the counts differ. The
+teacher is a run directory of this toolkit, or a model name trained first on the same
+data and recipe.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.engine import LossTerm, train
+from compress.engine import LossTerm
 from compress.errors import UsageError
+from compress.loading import load
 from compress.measure import forward_with_hooks
 from compress.options import Options, option
 from compress.techniques.base import RunContext, Technique, register_technique
@@ -33,16 +41,47 @@ KINDS = ("output", "feature", "attention")
 @dataclass
 class DistillConfig(Options):
     teacher: str = option("resnet56", "teacher: a run directory, or a model name trained first")
-    kind: str = option("output", "what the student imitates", choices=KINDS)
-    temperature: float = option(
-        4.0, "softmax temperature (output)", low=0, low_open=True, search=("float", 1.0, 8.0)
+    kind: str = option(
+        "output", "what the student imitates", choices=KINDS, search=("choice", *KINDS)
     )
-    alpha: float = option(0.9, "weight of the distillation term", low=0, search=("float", 0.1, 1.0))
-    student_layer: str | None = option(None, "student feature module (default: last 4-D)")
-    teacher_layer: str | None = option(None, "teacher feature module (default: last 4-D)")
+    temperature: float = option(
+        4.0, "output: softmax temperature T", low=0, low_open=True, search=("float", 1.0, 8.0)
+    )
+    alpha: float = option(
+        0.9,
+        "output: (1 - alpha) CE + alpha T^2 KL (Hinton et al.)",
+        low=0,
+        high=1,
+        search=("float", 0.1, 1.0),
+    )
+    beta: float = option(
+        1000.0, "attention: CE + beta/2 * sum of attention distances (Zagoruyko & Komodakis)", low=0
+    )
+    hint_weight: float = option(1.0, "feature: CE + hint_weight * sum of hint MSEs", low=0)
+    student_layer: str | None = option(
+        None, "feature kinds: student modules, comma-separated (default: see above)"
+    )
+    teacher_layer: str | None = option(
+        None, "feature kinds: teacher modules paired with them (default: see above)"
+    )
     teacher_epochs: int | None = option(
         None, "epochs for a teacher trained first (default: --epochs)", low=1
     )
+
+    def layer_names(self) -> tuple[list[str] | None, list[str] | None]:
+        student, teacher = (
+            None if names is None else [n.strip() for n in names.split(",") if n.strip()]
+            for names in (self.student_layer, self.teacher_layer)
+        )
+        return student, teacher
+
+    def check(self) -> None:
+        student, teacher = self.layer_names()
+        if student is not None and teacher is not None and len(student) != len(teacher):
+            raise UsageError(
+                f"--student-layer names {len(student)} modules and --teacher-layer "
+                f"{len(teacher)}: they are paired one to one"
+            )
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -70,21 +109,46 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return (attention_map(student) - attention_map(teacher)).pow(2).mean()
 
 
-def last_feature_module(model: nn.Module, example: torch.Tensor) -> str:
-    """The last module, in execution order, whose output is a feature map larger than 1x1
-    (global pooling's 1x1 output has no spatial structure to imitate)."""
-    seen: list[tuple[str, int]] = []
+def stage_outputs(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """For each resolution larger than 1x1, in execution order, the module that outputs
+    its last feature map (a ResNet's stages; global pooling's 1x1 has nothing to imitate).
+    Forward hooks of a container fire after its children, so a stage ends at its container."""
+    seen: list[tuple[str, tuple[int, int]]] = []
     names = {module: name for name, module in model.named_modules() if name}
 
     def record(module: nn.Module, _inputs: Any, output: Any) -> None:
         if torch.is_tensor(output) and output.ndim == 4:
-            seen.append((names[module], output.shape[2] * output.shape[3]))
+            seen.append((names[module], tuple(output.shape[2:])))
 
     forward_with_hooks(model.eval(), example, names, record)
     if not seen:
         raise UsageError("the model has no 4-D feature map to distill")
-    spatial = [name for name, area in seen if area > 1]
-    return spatial[-1] if spatial else seen[-1][0]
+    last: dict[tuple[int, int], str] = {}
+    for name, size in seen:
+        if size != (1, 1):
+            last.pop(size, None)  # keep the resolutions in the order they end
+            last[size] = name
+    return list(last.values()) or [seen[-1][0]]
+
+
+def paired_layers(
+    config: DistillConfig, student: nn.Module, teacher: nn.Module, example: torch.Tensor
+) -> list[tuple[str, str]]:
+    """(student module, teacher module) pairs that the feature kinds compare."""
+    student_names, teacher_names = config.layer_names()
+    if student_names is None or teacher_names is None:
+        student_default = stage_outputs(student, example)
+        teacher_default = stage_outputs(teacher, example)
+        if len(student_default) != len(teacher_default):
+            student_default, teacher_default = student_default[-1:], teacher_default[-1:]
+        student_names = student_names or student_default
+        teacher_names = teacher_names or teacher_default
+    if len(student_names) != len(teacher_names):
+        raise UsageError(
+            f"{len(student_names)} student layers cannot pair with {len(teacher_names)} "
+            "teacher layers: give both --student-layer and --teacher-layer"
+        )
+    return list(zip(student_names, teacher_names, strict=True))
 
 
 class FeatureTap:
@@ -102,26 +166,18 @@ class FeatureTap:
 
 
 def load_teacher(config: DistillConfig, context: RunContext) -> nn.Module:
-    """A teacher from a run directory, or trained now from a model name."""
-    from compress.registry import create_model
-    from compress.runner import load_trained
-
+    """A teacher from a run directory, or trained from a model name on the run's data and
+    recipe for ``--teacher-epochs`` (once: the run's cache keeps it for the next run)."""
     path = Path(config.teacher)
     if path.is_dir():
-        return load_trained(path, context.console, context.data)[0]
+        return load(path)
     if "/" in config.teacher or config.teacher.startswith("."):
         raise UsageError(f"teacher run directory {config.teacher} does not exist")
-    torch.manual_seed(context.train.seed)
-    teacher = create_model(config.teacher, num_classes=context.data.num_classes)
-    epochs = config.teacher_epochs or context.train.epochs
-    context.console.print(f"training teacher {config.teacher} for {epochs} epochs", highlight=False)
-    train(
-        teacher,
-        context.data,
-        dataclasses.replace(context.train, epochs=epochs),
-        console=context.console,
+    recipe = dataclasses.replace(
+        context.train, epochs=config.teacher_epochs or context.train.epochs, init=None
     )
-    return teacher
+    context.console.print(f"teacher {config.teacher}, {recipe.epochs} epochs", highlight=False)
+    return context.trained_alone(config.teacher, recipe)
 
 
 @register_technique("distill")
@@ -137,45 +193,56 @@ class Distill(Technique):
         if config.kind == "output":
 
             def output_term(
-                inputs: torch.Tensor, logits: torch.Tensor, _labels: Any
+                inputs: torch.Tensor, logits: torch.Tensor, _labels: Any, task: torch.Tensor
             ) -> torch.Tensor:
                 with torch.no_grad():
                     target = teacher(inputs)
-                return config.alpha * kd_loss(logits.float(), target.float(), config.temperature)
+                kd = kd_loss(logits.float(), target.float(), config.temperature)
+                return (1 - config.alpha) * task + config.alpha * kd
 
             return output_term
         example = context.example(device)
-        student_tap = FeatureTap(model, config.student_layer or last_feature_module(model, example))
-        self._student_tap = student_tap
-        teacher_tap = FeatureTap(
-            teacher, config.teacher_layer or last_feature_module(teacher, example)
-        )
-        adapter = None
+        pairs = paired_layers(config, model, teacher, example)
+        student_taps = [FeatureTap(model, name) for name, _ in pairs]
+        teacher_taps = [FeatureTap(teacher, name) for _, name in pairs]
+        self._student_taps = student_taps
+        adapters: list[nn.Conv2d] = []
         if config.kind == "feature":
             with torch.no_grad():
                 model.eval()(example)
                 teacher(example)
-            adapter = nn.Conv2d(student_tap.value.shape[1], teacher_tap.value.shape[1], 1).to(
-                device
-            )
-            model.add_module("kd_adapter", adapter)  # trained with the student, dropped after
+            adapters = [
+                nn.Conv2d(s.value.shape[1], t.value.shape[1], 1).to(device)
+                for s, t in zip(student_taps, teacher_taps, strict=True)
+            ]
+            # Trained with the student, dropped after training.
+            model.add_module("kd_adapters", nn.ModuleList(adapters))
 
-        def feature_term(inputs: torch.Tensor, _logits: Any, _labels: Any) -> torch.Tensor:
+        def feature_term(
+            inputs: torch.Tensor, _logits: Any, _labels: Any, task: torch.Tensor
+        ) -> torch.Tensor:
             with torch.no_grad():
                 teacher(inputs)
-            student, target = student_tap.value.float(), teacher_tap.value.float()
-            if adapter is None:
-                return config.alpha * attention_loss(student, target)
-            return config.alpha * F.mse_loss(resized_like(adapter(student), target), target)
+            maps = [
+                (s.value.float(), t.value.float())
+                for s, t in zip(student_taps, teacher_taps, strict=True)
+            ]
+            if config.kind == "attention":
+                distance = sum(attention_loss(student, target) for student, target in maps)
+                return task + config.beta / 2 * distance
+            hints = sum(
+                F.mse_loss(resized_like(adapter(student), target), target)
+                for adapter, (student, target) in zip(adapters, maps, strict=True)
+            )
+            return task + config.hint_weight * hints
 
         return feature_term
 
     def after_training(
         self, model: nn.Module, config: DistillConfig, context: RunContext
     ) -> nn.Module:
-        tap = getattr(self, "_student_tap", None)
-        if tap is not None:
+        for tap in getattr(self, "_student_taps", []):
             tap.handle.remove()
-        if hasattr(model, "kd_adapter"):
-            del model.kd_adapter
+        if hasattr(model, "kd_adapters"):
+            del model.kd_adapters
         return model

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from rich.console import Console
 from torch import nn
 
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.registry import create_model
-from compress.techniques.base import Technique, register_technique
+from compress.reports import MetricRow
+from compress.techniques.base import RunContext, Technique, register_technique
 from ghost.ghostify import ghostify
-from ghost.module import check_ghost_options
+from ghost.module import GhostModule, check_ghost_options
 
 GHOST_MODELS = (
     "ghostnet",
@@ -25,6 +27,10 @@ GHOST_MODELS = (
 )
 
 
+def builds_ghostnet(options: dict[str, Any]) -> bool:
+    return options.get("backbone") is None and options.get("model", "ghostnet") == "ghostnet"
+
+
 @dataclass
 class GhostConfig(Options):
     model: str = option("ghostnet", "a Ghost model of the paper", choices=GHOST_MODELS)
@@ -35,6 +41,7 @@ class GhostConfig(Options):
         low=0,
         low_open=True,
         search=("choice", 0.5, 0.75, 1.0, 1.3),
+        applies=lambda options: builds_ghostnet(options),
     )
     s: int = option(
         2, "ratio s: 1/s of the maps come from the real conv", low=2, search=("int", 2, 5)
@@ -59,9 +66,10 @@ class Ghost(Technique):
     stage = "build"
     config_cls = GhostConfig
     summary = "Ghost modules: GhostNet, or a ghostified backbone"
+    metric_rows = (MetricRow("ghost_modules", "Ghost modules", optional=True),)
 
     def build_model(self, config: GhostConfig, num_classes: int, image_size: int) -> nn.Module:
-        if config.backbone is None and config.model == "ghostnet":
+        if builds_ghostnet(dataclasses.asdict(config)):
             return create_model(
                 "ghostnet",
                 num_classes=num_classes,
@@ -79,13 +87,14 @@ class Ghost(Technique):
                 keep_first=config.keep_first,
             )
         model = create_model(config.backbone, num_classes=num_classes)
-        report = ghostify(model, config.s, config.d, config.keep_first)
-        Console(stderr=True).print(
-            f"ghostify {config.backbone}: {len(report.changed)} convs made Ghost modules, "
-            f"{len(report.skipped)} kept ({', '.join(sorted(set(report.skipped.values())))})",
-            highlight=False,
-        )
+        ghostify(model, config.s, config.d, config.keep_first)
         return model
+
+    def report(self, model: nn.Module, config: GhostConfig, context: RunContext) -> dict[str, Any]:
+        return {"ghost_modules": sum(isinstance(m, GhostModule) for m in model.modules())}
+
+    def on_backbone(self, backbone: str) -> dict[str, str]:
+        return {"model": backbone} if backbone in GHOST_MODELS else {"backbone": backbone}
 
     def reference_model(self, config: GhostConfig) -> str:
         if config.backbone:

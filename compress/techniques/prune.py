@@ -17,10 +17,10 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from compress.engine import train
 from compress.errors import UsageError
 from compress.measure import count_macs, forward_with_hooks
 from compress.options import Options, option
+from compress.reports import MetricRow, count, percent, scaled, share
 from compress.techniques.base import RunContext, Technique, register_technique
 from ghost.module import GhostModule
 from ghost.pruning import GhostAwareImportance, ghost_pruning_setup
@@ -135,19 +135,68 @@ def ratio_for_target(model: nn.Module, config: PruneConfig, example: torch.Tenso
     return best
 
 
+def prunable_fraction(model: nn.Module, config: PruneConfig, example: torch.Tensor) -> float:
+    """The MAC fraction left when channel pruning takes 90% of every layer it may touch
+    (on a copy): about what protected layers, and Ghost modules that cannot lose whole
+    maps, keep. (Near 100% torch-pruning skips layers it would empty.)"""
+    trial = copy.deepcopy(model).eval()
+    base = count_macs(trial, example)
+    _pruner(trial, dataclasses.replace(config, steps=1), 0.9, example).step()
+    return count_macs(trial, example) / base
+
+
+def _unprunable_reason(model: nn.Module) -> str:
+    _, kept = ghost_pruning_setup(model)
+    if not kept:
+        return "its first conv, classifier and residual streams are protected"
+    widths = sorted({m.out_channels for m in kept})
+    ratios = sorted({m.ratio for m in kept})
+    return (
+        f"{len(kept)} Ghost modules keep every map: s={', '.join(map(str, ratios))} does not "
+        f"divide their widths ({', '.join(map(str, widths))}), so no intrinsic map can leave "
+        "with all its ghosts (use an s that divides them, e.g. 2 or 4, or prune the plain net)"
+    )
+
+
 @register_technique("prune")
 class Prune(Technique):
     stage = "post"
+    restructures = True
     config_cls = PruneConfig
+    metric_rows = (
+        MetricRow("prune_kind", "Pruning", optional=True),
+        MetricRow("unpruned_params", "Unpruned params", count, optional=True),
+        MetricRow("unpruned_macs", "Unpruned MACs", scaled, optional=True),
+        MetricRow("target_macs", "Target MACs", scaled, optional=True),
+        MetricRow("macs_fraction", "MACs kept", share, optional=True),
+        MetricRow("params_fraction", "Params kept", share, optional=True),
+        MetricRow("nonzero_macs_est", "Non-zero MACs (est.)", scaled, optional=True),
+        MetricRow("before_prune_val_acc", "Top-1 before pruning", percent, optional=True),
+    )
     summary = "structured channel pruning (torch-pruning) or unstructured weight masking"
+
+    def check_model(self, model: nn.Module, config: PruneConfig, context: RunContext) -> None:
+        if config.method == "weights":
+            return
+        floor = prunable_fraction(model, config, context.example(torch.device("cpu")))
+        wanted = config.target_macs if config.target_macs is not None else None
+        if floor > 0.95 or (wanted is not None and floor > wanted + 0.05):
+            goal = f"--target-macs {wanted}" if wanted is not None else "any channel"
+            raise UsageError(
+                f"channel pruning cannot reach {goal}: at most {100 * (1 - floor):.1f}% of the "
+                f"MACs can go, because {_unprunable_reason(model)}"
+            )
 
     def post_train(self, model: nn.Module, config: PruneConfig, context: RunContext) -> nn.Module:
         device = next(model.parameters()).device
         example = context.example(device)
         model.eval()
+        delivered = context.history[context.delivered_from or 0 :] if context.history else []
         self._before = {
             "unpruned_params": sum(p.numel() for p in model.parameters()),
             "unpruned_macs": count_macs(model, example),
+            "before_prune_val_acc": context.history[-1]["val_acc"] if context.history else None,
+            "before_prune_best_val_acc": max((r["val_acc"] for r in delivered), default=None),
         }
         if config.method == "weights":
             return self._mask(model, config, context)
@@ -161,6 +210,7 @@ class Prune(Technique):
                 _taylor_gradients(model, context)
             pruner.step()
             model.zero_grad()
+            context.network_changed()
             context.console.print(
                 f"prune step {step + 1}/{config.steps}: {count_macs(model.eval(), example):,} MACs",
                 highlight=False,
@@ -181,6 +231,7 @@ class Prune(Technique):
         else:
             for module, name in targets:
                 method.apply(module, name, amount=config.ratio)
+        context.network_changed()
         self._finetune(model, config, context)
         for module, name in targets:
             torch_prune.remove(module, name)  # masks made permanent: plain zeros
@@ -195,7 +246,7 @@ class Prune(Technique):
             lr=config.finetune_lr or context.train.lr / 10,
             warmup_epochs=0.0,
         )
-        train(model, context.data, recipe, console=context.console)
+        context.train_more(model, recipe, "finetune")
 
     def report(self, model: nn.Module, config: PruneConfig, context: RunContext) -> dict[str, Any]:
         example = context.example(next(model.parameters()).device)
@@ -208,9 +259,12 @@ class Prune(Technique):
         }
         if config.method == "channels":
             result["prune_ratio_used"] = self._ratio
+            result["macs_fraction"] = macs / self._before["unpruned_macs"]
+            result["params_fraction"] = (
+                sum(p.numel() for p in model.parameters()) / self._before["unpruned_params"]
+            )
             if config.target_macs is not None:
                 result["target_macs"] = round(config.target_macs * self._before["unpruned_macs"])
-                result["achieved_macs"] = macs
         return result
 
 
