@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import torch
-from rich.console import Console
 
 from compress import runner, runs
 from compress.data import DataConfig, load_data, load_image, prepare
-from compress.engine import TrainConfig, TrainingDiverged, TrainingInterrupted, resolve_device
+from compress.engine import TrainConfig, TrainingInterrupted, resolve_device
 from compress.errors import UsageError
 from compress.loading import load_run
 from compress.measure import ESTIMATED, MEASURED, profile_model
 from compress.options import add_arguments, explicit, flag
 from compress.registry import create_model, get_entry, list_models, pretrained_model
-from compress.reports import console, error_console, profile_table, run_table
-from compress.runner import PRESETS, RunSpec
+from compress.reports import console, error_console, profile_table, run_table, stderr_console
+from compress.runner import PRESETS, RunSpec, dry_run
 from compress.techniques import get_technique, list_techniques, parse_composition
 
 
@@ -30,6 +30,20 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -52,11 +66,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
         entry = get_entry(name)
         model = create_model(name, num_classes=args.num_classes, **per_model[name])
         size = args.input_size or entry.input_size
-        try:
-            profiles.append(profile_model(model, size, device, args.repeats))
-        except RuntimeError as error:
-            reason = str(error).strip().splitlines()[0]
-            raise UsageError(f"input size {size} is too small for {name}: {reason}") from None
+        dry_run(model, size, name)
+        profiles.append(profile_model(model, size, device, args.repeats))
     if args.json:
         records = [
             {
@@ -68,7 +79,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
             }
             for name, profile in zip(args.models, profiles, strict=True)
         ]
-        print(json.dumps(records, indent=2))
+        print(runs.dumps(records))
     else:
         console.print(profile_table(args.models, profiles))
 
@@ -166,7 +177,7 @@ def run_spec(composition: str, parsed: argparse.Namespace) -> RunSpec:
 def cmd_run(args: argparse.Namespace) -> int:
     parsed = technique_parser(args.technique).parse_args(args.rest)
     out_root = Path(parsed.out)
-    run_console = Console(stderr=True) if parsed.json else console
+    run_console = stderr_console() if parsed.json else console
     spec = run_spec(args.technique, parsed)
     try:
         if parsed.resume:
@@ -185,16 +196,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         error_console.print("compress run: interrupted while finishing the run", highlight=False)
         return 130
-    except TrainingDiverged as error:
-        error_console.print(
-            f"compress run: error: training diverged: {error}; the run is marked failed",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 1
+    except runner.RunComplete as done:
+        console.print(str(done), highlight=False, markup=False)
+        return 0
     metrics = {k: v for k, v in outcome.metrics.items() if k != "history"}
     if parsed.json:
-        print(json.dumps({"run_dir": str(outcome.run_dir), **metrics}, indent=2))
+        print(runs.dumps({"run_dir": str(outcome.run_dir), **metrics}))
         return 0
     columns = [(f"{metrics['label']}\n{outcome.run_dir.name}", metrics)]
     reference = runner.find_reference(spec, out_root)
@@ -249,7 +256,7 @@ def cmd_study_pareto(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     run_study = optimize_parallel if spec.workers > 1 else optimize
-    study = run_study(spec, Console(stderr=True))
+    study = run_study(spec, stderr_console())
     for path in report(study, spec.directory, console):
         console.print(f"wrote {path}", highlight=False)
 
@@ -257,19 +264,23 @@ def cmd_study_pareto(args: argparse.Namespace) -> None:
 def cmd_study_show(args: argparse.Namespace) -> None:
     import optuna
 
-    from studies.storage import default_storage, open_storage
-    from studies.study import report
+    from studies.storage import default_storage, masked, open_storage
+    from studies.study import NAME, report
 
     out = Path(args.out)
+    if not NAME.fullmatch(args.name):
+        raise UsageError(f"{args.name!r} is not a study name (letters, digits, '.', '_', '-')")
     if args.storage is None and not any(
         (out / f"{args.name}{suffix}").exists() for suffix in (".db", ".journal")
     ):
         raise UsageError(f"no study {args.name!r} in {out} (pass --out or --storage)")
     storage = args.storage or default_storage(out, args.name)
     try:
-        study = optuna.load_study(study_name=args.name, storage=open_storage(storage))
+        study = optuna.load_study(
+            study_name=args.name, storage=open_storage(storage, must_exist=True)
+        )
     except KeyError:
-        raise UsageError(f"no study {args.name!r} in {storage}") from None
+        raise UsageError(f"no study {args.name!r} in {masked(storage)}") from None
     for path in report(study, out / args.name, console):
         console.print(f"wrote {path}", highlight=False)
 
@@ -286,7 +297,7 @@ def cmd_study_ablation(args: argparse.Namespace) -> None:
     check_grid(args.backbone, args.s, args.d)
     fixed = training_options(args, GHOST_BACKBONES[args.backbone], args.preset)
     out = Path(args.out) / f"ablation-{args.backbone}"
-    rows = ablation(args.backbone, args.s, args.d, fixed, out, Console(stderr=True), args.preset)
+    rows = ablation(args.backbone, args.s, args.d, fixed, out, stderr_console(), args.preset)
     console.print(ablation_table(args.backbone, rows))
     for path in write_results(rows, out):
         console.print(f"wrote {path}", highlight=False)
@@ -364,6 +375,8 @@ def cmd_ghost_fit(args: argparse.Namespace) -> None:
     from ghost.module import check_ghost_options
     from ghost.redundancy import fit_cheap_operation, most_similar_pairs
 
+    if not args.d:
+        raise UsageError("--d names no kernel (e.g. 1,3,5,7)")
     try:
         for d in args.d:
             check_ghost_options(2, d)
@@ -415,10 +428,10 @@ def read_runs(directories: Sequence[str]) -> list[dict]:
     """metrics.json of each run directory; a run without epochs has nothing to compare."""
     runs_read = []
     for directory in directories:
-        metrics = runs.read_json(Path(directory) / runs.METRICS)
-        if not metrics.get("history"):
+        metrics = runs.read_metrics(Path(directory))
+        if not metrics["history"]:
             raise UsageError(f"{directory} has no completed epoch to compare")
-        runs_read.append(metrics)
+        runs_read.append({**metrics, "latency_source": "recorded by the run"})
     return runs_read
 
 
@@ -427,9 +440,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from compress.reports import compare_table
 
     compared = read_runs(args.runs)
+    png = Path(args.png)
+    runs.check_root(png.parent)
     names = [Path(directory).name for directory in args.runs]
     console.print(compare_table(names, compared))
-    png = Path(args.png)
     png.parent.mkdir(parents=True, exist_ok=True)
     plot_compare([(m["label"], m["history"]) for m in compared], png)
     console.print(f"wrote {png}", highlight=False)
@@ -440,7 +454,7 @@ def cmd_reproduce_seed(args: argparse.Namespace) -> None:
 
     published = read_published(args.published)
     options = training_options(args, SEED_MODELS[0], "seed")  # checked before the first epoch
-    report = reproduce_seed(Path(args.out), options, Console(stderr=True), published)
+    report = reproduce_seed(Path(args.out), options, stderr_console(), published)
     console.print(f"wrote {report} and {report.parent / 'curves.png'}", highlight=False)
 
 
@@ -453,13 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = commands.add_parser("profile", help="params, MACs, memory and latency of models")
     profile.add_argument("models", nargs="+", metavar="MODEL", help="e.g. ghostnet, timm:NAME")
-    profile.add_argument("--width", type=float, help="width multiplier")
+    profile.add_argument("--width", type=positive_float, help="width multiplier")
     profile.add_argument("--s", type=int, help="Ghost ratio s (>= 2)")
     profile.add_argument("--d", type=int, help="Ghost cheap depthwise kernel d (odd)")
     profile.add_argument("--input-size", type=positive_int, help="default: the model's own")
     profile.add_argument("--num-classes", type=positive_int, help="default: the model's own")
     profile.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    profile.add_argument("--repeats", type=int, default=30, help="latency runs; 0 skips timing")
+    profile.add_argument(
+        "--repeats", type=count, default=30, help="latency runs; 0 skips timing (default: 30)"
+    )
     profile.add_argument("--json", action="store_true", help="print JSON instead of a table")
     profile.set_defaults(handler=cmd_profile)
 
@@ -590,10 +606,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: checkpoint, status, 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int | None] = args.handler
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return handler(args) or 0
     except UsageError as error:

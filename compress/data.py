@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,28 +128,58 @@ def make_synthetic(
     return Dataset("synthetic", train_x, train_y, test_x, test_y, num_classes, mean, std)
 
 
+def read_shard(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One ``.npz`` shard's images and labels, checked: a UsageError names the file and
+    what is wrong with it."""
+    try:
+        with np.load(file, allow_pickle=False) as shard:
+            x, y = shard["x"], shard["y"]
+    except KeyError as error:
+        raise UsageError(f"shard {file} has no array {error} (it needs x and y)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UsageError(f"cannot read shard {file}: {error or type(error).__name__}") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
+        raise UsageError(
+            f"shard {file}: x must be uint8 images (N, H, W, 3), got {x.dtype} {x.shape}"
+        )
+    if x.shape[1] != x.shape[2]:
+        raise UsageError(f"shard {file}: images must be square, got {x.shape[1]}x{x.shape[2]}")
+    if len(x) == 0:
+        raise UsageError(f"shard {file} holds no images")
+    if y.ndim != 1 or len(y) != len(x):
+        raise UsageError(f"shard {file}: y must hold one label per image, shape ({len(x)},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"shard {file}: labels must be integers, got {y.dtype}")
+    if int(y.min()) < 0:
+        raise UsageError(f"shard {file}: labels must be >= 0, found {int(y.min())}")
+    return x, y
+
+
 def _load_shards(directory: Path) -> tuple[torch.Tensor, ...] | None:
-    """Train/test tensors from ``*train*.npz`` and ``*test*.npz`` shards, if any are there."""
+    """Train/test tensors from ``*train*.npz`` and ``*test*.npz`` shards, if any are there;
+    every shard is checked, the test split as carefully as the train split."""
     train = sorted(directory.glob("*train*.npz"))
     test = sorted(directory.glob("*test*.npz"))
-    if not train or not test:
+    if not train and not test:
         return None
+    if not train or not test:
+        missing = "*train*.npz" if not train else "*test*.npz"
+        raise UsageError(f"{directory} holds .npz shards but none named {missing}")
+    shards = {file: read_shard(file) for file in [*train, *test]}
+    sizes = {file: x.shape[1] for file, (x, _) in shards.items()}
+    if len(set(sizes.values())) > 1:
+        first, *_ = sizes
+        other = next(f for f, size in sizes.items() if size != sizes[first])
+        raise UsageError(
+            f"shard {other} holds {sizes[other]}px images, {first} {sizes[first]}px: "
+            "every shard needs the same size"
+        )
 
-    def read(files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
-        for file in files:
-            try:
-                with np.load(file) as shard:
-                    x, y = shard["x"], shard["y"]
-            except (OSError, KeyError, ValueError) as error:
-                raise UsageError(f"cannot read shard {file}: {error}") from None
-            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or len(x) != len(y):
-                raise UsageError(f"shard {file} must hold uint8 x (N, H, W, 3) and y (N,)")
-            xs.append(x)
-            ys.append(y)
-        return _from_hwc(np.concatenate(xs), np.concatenate(ys))
+    def joined(files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = np.concatenate([shards[file][0] for file in files])
+        return _from_hwc(x, np.concatenate([shards[file][1] for file in files]))
 
-    return (*read(train), *read(test))
+    return (*joined(train), *joined(test))
 
 
 def _load_torchvision_cifar(name: str, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
@@ -203,6 +234,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if name not in ("cifar10", "cifar100"):
         raise UsageError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     root = Path(data_dir) if data_dir else default_data_dir()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"data directory {root} is a file, not a directory")
     if data_dir and not root.is_dir():
         raise UsageError(f"data directory {root} does not exist")
     tensors = _load_shards(root) if root.is_dir() else None
@@ -211,8 +244,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         tensors = _load_torchvision_cifar(name, root, download)
     train_x, train_y, test_x, test_y = tensors
     classes = DATASET_CLASSES[name]
-    if int(train_y.max()) >= classes:
-        raise UsageError(f"labels in {root} go up to {int(train_y.max())}, not {name}'s")
+    for split, labels in (("training", train_y), ("test", test_y)):
+        if int(labels.max()) >= classes:
+            raise UsageError(
+                f"{split} labels in {root} go up to {int(labels.max())}; {name} has "
+                f"{classes} classes (0 to {classes - 1})"
+            )
     mean, std = NORMALIZATION[name]
     return Dataset(name, train_x, train_y, test_x, test_y, classes, mean, std)
 

@@ -211,6 +211,14 @@ def graph_obstacle(
     return None
 
 
+def check_step(model: nn.Module, config: TrainConfig, loss_term: object = None) -> None:
+    """``--cuda-graph`` asked for where the step cannot be a graph: a UsageError, before
+    anything is written."""
+    obstacle = graph_obstacle(model, config, resolve_device(config.device), loss_term)
+    if config.cuda_graph and obstacle:
+        raise UsageError(f"--cuda-graph: {obstacle}")
+
+
 class GraphedStep:
     """The whole training step (forward, loss, backward, update) captured once and replayed.
 
@@ -281,9 +289,8 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
+        check_step(model, config, loss_term)
         obstacle = graph_obstacle(model, config, self.device, loss_term)
-        if config.cuda_graph and obstacle:
-            raise UsageError(f"--cuda-graph: {obstacle}")
         self.use_graph = obstacle is None and config.cuda_graph is not False
         self.mean, self.std = normalization(data, self.device)
         self.train_loader = DeviceLoader(
@@ -433,7 +440,7 @@ def train(
     ``TrainingDiverged``.
     """
     state = state or TrainState()
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False)
     generator = torch.Generator().manual_seed(config.seed)
     if state.rng_data is not None:
         generator.set_state(state.rng_data)

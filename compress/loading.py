@@ -20,7 +20,7 @@ from torch import nn
 
 from compress import runs
 from compress.data import DATASET_CLASSES
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.structure import fit_shapes
 
 FORMAT = 1  # config.json's "format"; a newer one was written by a newer compress
@@ -109,7 +109,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
             model = use.technique.restore(model, use.options, metrics)
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0]
+        reason = first_line(error)
         raise RunLoadError(
             f"the weights in {run_dir} do not fit the network its config.json describes: {reason}"
         ) from None

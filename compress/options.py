@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -88,6 +89,8 @@ def _check(field: dataclasses.Field, scalar: type, value: Any) -> None:
         value = float(value)
     if not isinstance(value, scalar) or (scalar is int and isinstance(value, bool)):
         raise UsageError(f"{name} must be {scalar.__name__}, got {value!r}")
+    if scalar is float and not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 
 TIMM_PREFIX = "timm:"
 # Modules whose import registers models; loaded on first use to keep ``import compress`` light.
@@ -117,6 +117,10 @@ def create_model(name: str, num_classes: int | None = None, **options: object) -
         )
     except (ValueError, TypeError) as error:
         raise UsageError(f"{name}: {error}") from None
+    except (RuntimeError, MemoryError) as error:  # e.g. a width the memory cannot hold
+        raise UsageError(
+            f"cannot build {name} with {options or 'its defaults'}: {first_line(error)}"
+        ) from None
 
 
 def _hub_reachable() -> bool:
@@ -144,7 +148,7 @@ def pretrained_model(name: str) -> nn.Module:
     try:
         return timm.create_model(timm_name, pretrained=True).eval()
     except Exception as error:  # the hub client's errors vary by version
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        reason = first_line(error)
         raise UsageError(
             f"cannot fetch the pretrained weights of {timm_name} ({reason}); offline, pass a "
             "run directory made by `compress run` instead, e.g. --model runs/<run>"

@@ -158,8 +158,14 @@ def profile_table(names: Sequence[str], profiles: Sequence[ModelProfile]) -> Tab
     return table
 
 
-console = Console()
-error_console = Console(stderr=True)
+# Markup off everywhere: user text (paths, names) is shown as written, brackets and all.
+console = Console(markup=False)
+error_console = Console(stderr=True, markup=False)
+
+
+def stderr_console(quiet: bool = False) -> Console:
+    """Where progress goes: stderr (stdout stays for results), or nowhere."""
+    return Console(stderr=True, markup=False, quiet=quiet)
 
 
 def run_table(columns: Sequence[tuple[str, Mapping[str, Any]]]) -> Table:
@@ -190,8 +196,11 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     rows.append(["epochs", *(str(len(metrics["history"])) for metrics in runs)])
     for which, index in (("first", 0), ("last", -1)):
         for label, key in CURVE_ROWS:
-            values = [metrics["history"][index][key] for metrics in runs]
-            cells = [f"{100 * v:.2f}%" if key.endswith("acc") else f"{v:.4f}" for v in values]
+            values = [metrics["history"][index].get(key) for metrics in runs]
+            cells = [
+                "n/a" if v is None else f"{100 * v:.2f}%" if key.endswith("acc") else f"{v:.4f}"
+                for v in values
+            ]
             rows.append([f"{which} epoch: {label}", *cells])
     return rows
 

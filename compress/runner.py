@@ -6,6 +6,7 @@ input leaves nothing behind. ``resume`` rebuilds the same run from its config.js
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -13,6 +14,8 @@ import json
 import shutil
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,18 +29,19 @@ from compress.engine import (
     LossTerm,
     TrainConfig,
     Trainer,
-    TrainingDiverged,
     TrainingInterrupted,
     TrainState,
+    check_step,
     resolve_device,
     train,
 )
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.loading import FORMAT, RunLoadError, load, load_run
 from compress.measure import latencies_ms, profile_model
 from compress.options import Options, from_values
 from compress.plots import plot_curves
 from compress.registry import TIMM_PREFIX, pretrained_model
+from compress.reports import stderr_console
 from compress.structure import fit_shapes
 from compress.techniques import RunContext, Technique, get_technique, parse_composition
 
@@ -198,16 +202,34 @@ def checked_network(
         builder.options, context.data.num_classes, context.input_size
     )
     init_from = initialize(model, spec) if spec.train.init else None
+    dry_run(model, context.input_size, builder.technique.label(builder.options))
     for use in others:
         use.technique.check_model(model, use.options, context)
     return model, init_from
+
+
+def dry_run(model: torch.nn.Module, size: int, label: str) -> None:
+    """One forward pass at input size ``size``, before anything is written: an input the
+    network cannot take fails here, in one line, not after the run directory exists."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    except (RuntimeError, MemoryError) as error:
+        reason = first_line(error)
+        if isinstance(error, MemoryError) or "alloc" in reason.lower():
+            raise UsageError(
+                f"{label} at input size {size} needs more memory than is free"
+            ) from None
+        raise UsageError(f"input size {size} is too small for {label}: {reason}") from None
+    finally:
+        model.train()
 
 
 def preflight(spec: RunSpec) -> None:
     """Every check a run makes before it trains, without training: a study asks this
     before it trains a shared backbone for a trial that would then be refused."""
     data = load_data(spec.data)
-    checked_network(spec, RunContext(data, spec.train, Console(quiet=True)))
+    checked_network(spec, RunContext(data, spec.train, stderr_console(quiet=True)))
 
 
 def build(spec: RunSpec, data: Dataset, console: Console, cache: Path | None = None) -> Prepared:
@@ -298,6 +320,7 @@ def start(
 ) -> RunOutcome:
     """Validate and prepare everything, then create the run directory (``run_dir``, else
     a new one under ``out_root``) and train. ``cache`` defaults to ``out_root/cache``."""
+    runs.check_root(out_root)
     resolve_device(spec.train.device)
     data = load_data(spec.data)
     if spec.train.batch_size > len(data.train_x):
@@ -306,6 +329,7 @@ def start(
             f"{len(data.train_x)} training images"
         )
     prepared = build(spec, data, console, cache or out_root / CACHE)
+    check_step(prepared.model, spec.train, prepared.loss_term)
     if run_dir is None:
         run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
     else:
@@ -322,38 +346,76 @@ def start(
         },
         "init_from": prepared.init_from,
         "versions": runs.versions(),
-        "argv": sys.argv,
+        "argv": [runs.mask_secrets(word) for word in sys.argv],
         "created": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    runs.write_json(run_dir / runs.CONFIG, config)
-    return _execute(spec, prepared, run_dir, TrainState())
+    with runs.held(run_dir):
+        runs.write_json(run_dir / runs.CONFIG, config)
+        return _execute(spec, prepared, run_dir, TrainState())
+
+
+class RunComplete(Exception):
+    """``--resume`` of a run that has nothing left to do."""
 
 
 def resume(run_dir: Path, console: Console) -> RunOutcome:
     """Continue a run from its last completed epoch, with the options it was started with.
 
     Post-training stages (pruning, fine-tuning) are not checkpointed: a run interrupted
-    there repeats them from the end of training, with the same result.
+    there repeats them from the end of training, with the same result. A completed run
+    raises ``RunComplete``; a run another process is training, a ``UsageError``.
     """
     spec = RunSpec.from_record(runs.read_json(run_dir / runs.CONFIG))
-    checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
-    resolve_device(spec.train.device)
-    data = load_data(spec.data)
-    prepared = build(spec, data, console, run_dir.parent / CACHE)
-    try:
-        prepared.model.load_state_dict(checkpoint["model"])
-        state = TrainState(**{k: v for k, v in checkpoint.items() if k != "model"})
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise UsageError(f"checkpoint in {run_dir} does not fit its run: {error}") from None
-    console.print(
-        f"resuming {run_dir} after epoch {state.epoch}/{spec.train.epochs}", highlight=False
+    with runs.held(run_dir):
+        status = runs.read_json(run_dir / runs.METRICS).get("status")
+        if status == "completed":
+            raise RunComplete(f"{run_dir} is complete: nothing to resume")
+        checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+        resolve_device(spec.train.device)
+        data = load_data(spec.data)
+        prepared = build(spec, data, console, run_dir.parent / CACHE)
+        state = _checked_state(checkpoint, spec, run_dir)
+        try:
+            prepared.model.load_state_dict(checkpoint["model"])
+        except (KeyError, TypeError, RuntimeError) as error:
+            reason = first_line(error)
+            raise UsageError(f"checkpoint in {run_dir} does not fit its run: {reason}") from None
+        console.print(
+            f"resuming {run_dir} after epoch {state.epoch}/{spec.train.epochs}", highlight=False
+        )
+        return _execute(spec, prepared, run_dir, state)
+
+
+def _checked_state(checkpoint: dict[str, Any], spec: RunSpec, run_dir: Path) -> TrainState:
+    """The training state a checkpoint holds, if it is one this run could have written."""
+    epoch, history = checkpoint.get("epoch"), checkpoint.get("history")
+    valid = (
+        isinstance(epoch, int)
+        and not isinstance(epoch, bool)
+        and 0 < epoch <= spec.train.epochs
+        and isinstance(history, list)
+        and len(history) == epoch
+        and all(isinstance(record, dict) for record in history)
     )
-    return _execute(spec, prepared, run_dir, state)
+    if not valid:
+        raise UsageError(
+            f"checkpoint in {run_dir} is corrupted: epoch {epoch!r} with "
+            f"{len(history) if isinstance(history, list) else 'no'} epoch records"
+        )
+    try:
+        return TrainState(**{k: v for k, v in checkpoint.items() if k != "model"})
+    except TypeError as error:
+        raise UsageError(f"checkpoint in {run_dir} is corrupted: {error}") from None
+
+
+class RunFailed(UsageError):
+    """A run that failed after its directory existed; the record says why."""
 
 
 def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState) -> RunOutcome:
-    model, context, techniques = prepared.model, prepared.context, prepared.techniques
-    data, console = context.data, context.console
+    """Run ``_finish`` and record how it ended: completed, interrupted (Ctrl-C, SIGTERM:
+    the last epoch's checkpoint is kept) or failed, with the reason."""
+    data = prepared.context.data
 
     def write_metrics(status: str, **extra: Any) -> dict[str, Any]:
         metrics = {
@@ -381,25 +443,58 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
         runs.save_checkpoint(run_dir / runs.CHECKPOINT, payload)
         write_metrics("running")
 
-    write_metrics("running")
     try:
-        state = train(model, data, spec.train, state, checkpoint, console, prepared.loss_term)
-        context.history = state.history  # post-training epochs (fine-tuning) continue it
-        post_start = time.perf_counter()
-        for use in spec.uses:
-            model = techniques[use.name].after_training(model, use.options, context)
-        for use in sorted(spec.uses, key=lambda use: techniques[use.name].post_order):
-            model = techniques[use.name].post_train(model, use.options, context)
-        post_time = time.perf_counter() - post_start
+        return _finish(spec, prepared, run_dir, state, write_metrics, checkpoint)
     except TrainingInterrupted as stop:
         stop.run_dir = run_dir
-        write_metrics("interrupted")
+        _record_end(write_metrics, "interrupted")
         if state.history:
             plot_curves(state.history, run_dir, spec.label)
         raise
-    except TrainingDiverged as error:
-        write_metrics("failed", error=str(error))
+    except KeyboardInterrupt:  # after training: profiling, saving
+        _record_end(write_metrics, "interrupted")
+        stop = TrainingInterrupted(state.epoch)
+        stop.run_dir = run_dir
+        raise stop from None
+    except UsageError as error:
+        _record_end(write_metrics, "failed", error=str(error))
         raise
+    except Exception as error:  # a disk that is full, a label the data set cannot have
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        with contextlib.suppress(OSError):
+            (run_dir / "error.log").write_text(traceback.format_exc())
+        _record_end(write_metrics, "failed", error=reason)
+        raise RunFailed(
+            f"{reason}; {run_dir} is marked failed (traceback in its error.log)"
+        ) from None
+
+
+def _record_end(write_metrics: Callable[..., Any], status: str, **extra: Any) -> None:
+    """Record how the run ended, if the disk still lets us."""
+    with contextlib.suppress(OSError):
+        write_metrics(status, **extra)
+
+
+def _finish(
+    spec: RunSpec,
+    prepared: Prepared,
+    run_dir: Path,
+    state: TrainState,
+    write_metrics: Callable[..., dict[str, Any]],
+    checkpoint: Callable[[torch.nn.Module, TrainState], None],
+) -> RunOutcome:
+    """Train, apply the post-training techniques, measure, save, record."""
+    model, context, techniques = prepared.model, prepared.context, prepared.techniques
+    data, console = context.data, context.console
+    write_metrics("running")
+    state = train(model, data, spec.train, state, checkpoint, console, prepared.loss_term)
+    context.history = state.history  # post-training epochs (fine-tuning) continue it
+    post_start = time.perf_counter()
+    for use in spec.uses:
+        model = techniques[use.name].after_training(model, use.options, context)
+    for use in sorted(spec.uses, key=lambda use: techniques[use.name].post_order):
+        model = techniques[use.name].post_train(model, use.options, context)
+    post_time = time.perf_counter() - post_start
     device = resolve_device(spec.train.device)
     final_acc = _final_accuracy(model, context)
     auxiliary = [p for use in spec.uses for p in techniques[use.name].auxiliary_parameters(model)]
@@ -565,4 +660,9 @@ def run(
         A ``RunOutcome`` with the run directory and its final metrics.
     """
     spec = RunSpec.from_options(techniques, options, preset)
-    return start(spec, Path(out), console or Console(stderr=True), Path(cache) if cache else None)
+    return start(
+        spec,
+        Path(out),
+        console or stderr_console(),
+        Path(cache) if cache else None,
+    )

@@ -8,27 +8,33 @@ training state after the last completed epoch; ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import fcntl
+import io
 import json
+import math
 import os
 import platform
+import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 
-CONFIG, METRICS, CHECKPOINT, WEIGHTS = (
+CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK = (
     "config.json",
     "metrics.json",
     "checkpoint.pt",
     "model.safetensors",
+    ".lock",
 )
 PACKAGES = ("compress-cnn", "torch", "torchvision", "timm", "torch-pruning", "brevitas", "optuna")
 
@@ -55,8 +61,27 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def strict(value: Any) -> Any:
+    """``value`` with every NaN or infinity made ``None``: JSON has no such numbers, and
+    a diverged run's losses are NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(item) for item in value]
+    return value
+
+
+def dumps(payload: Any) -> str:
+    """Strict JSON text (no NaN or Infinity), indented."""
+    return json.dumps(strict(payload), indent=2, allow_nan=False)
+
+
 def write_json(path: Path, payload: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+    """Strict JSON, written atomically."""
+    text = dumps(payload) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -79,8 +104,60 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist; is this a run directory?") from None
-    except (OSError, json.JSONDecodeError) as error:
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a JSON file") from None
+    except NotADirectoryError:
+        raise UsageError(f"{path.parent} is a file, not a run directory") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read {path}: it is not text") from None
+    except (OSError, ValueError) as error:
         raise UsageError(f"cannot read {path}: {error}") from None
+
+
+SECRET = re.compile(r"(\w[\w+.-]*://[^:/@\s]+:)[^@\s]+@")
+
+
+def mask_secrets(text: str) -> str:
+    """Passwords in URLs (``scheme://user:password@host``) replaced by ``***``: they never
+    reach a record or a message."""
+    return SECRET.sub(r"\1***@", text)
+
+
+EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run's ``metrics.json``, checked to have the shape this toolkit writes: a
+    UsageError names what is wrong rather than a table failing halfway."""
+    path = run_dir / METRICS
+    metrics = read_json(path)
+
+    def wrong(what: str) -> UsageError:
+        return UsageError(f"{path} is not a run's metrics: {what}")
+
+    if not isinstance(metrics, dict):
+        raise wrong(f"a JSON {type(metrics).__name__}, not an object")
+    if not isinstance(metrics.get("label"), str):
+        raise wrong("it has no label")
+    history = metrics.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise wrong("its history is not a list of epoch records")
+    for record in history:
+        bad = [k for k in EPOCH_KEYS if not _is_number(record.get(k), optional=k != "epoch")]
+        if bad:
+            raise wrong(f"epoch record {record.get('epoch')!r} has no number for {bad[0]}")
+    for key, value in metrics.items():
+        if key.endswith(("params", "macs", "flops", "_bytes", "_ms", "_acc")) and not _is_number(
+            value, optional=True
+        ):
+            raise wrong(f"{key} is {value!r}, not a number")
+    return metrics
+
+
+def _is_number(value: Any, optional: bool) -> bool:
+    if value is None:
+        return optional  # a diverged epoch's NaN loss is recorded as null
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def versions() -> dict[str, str]:
@@ -95,10 +172,23 @@ def versions() -> dict[str, str]:
     return found
 
 
+def check_root(root: Path) -> None:
+    """A results root must be a directory, or creatable as one."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UsageError(f"cannot write results under {root}: {path} is a file")
+            return
+
+
 def new_run_dir(root: Path, name: str) -> Path:
     """A fresh directory ``root/name-YYYYmmdd-HHMMSS[-k]``."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    root.mkdir(parents=True, exist_ok=True)
+    check_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {root}: {error.strerror}") from None
     for attempt in range(1000):
         path = root / (f"{name}-{stamp}" + (f"-{attempt}" if attempt else ""))
         try:
@@ -109,6 +199,21 @@ def new_run_dir(root: Path, name: str) -> Path:
     raise UsageError(f"cannot create a run directory under {root}")
 
 
+@contextlib.contextmanager
+def held(run_dir: Path) -> Iterator[None]:
+    """The run directory, locked for this process: a second process that would train the
+    same run (two ``--resume``) is refused. Leftovers of an earlier process that was
+    killed mid-write (``.*.tmp``) are removed once the lock is held."""
+    with (run_dir / LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{run_dir} is being trained by another process") from None
+        for leftover in run_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        yield
+
+
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """The network's final weights as safetensors, written atomically."""
     from safetensors.torch import save_model
@@ -117,7 +222,11 @@ def save_weights(path: Path, model: torch.nn.Module) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """The training state, serialised in memory first: a disk that is full then fails with
+    the system's own message ("No space left on device"), not a zip writer's."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -127,7 +236,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UsageError(f"checkpoint {path} is corrupted: {reason}") from None
 
 

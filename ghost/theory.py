@@ -98,9 +98,10 @@ def conv_vs_ghost(
 ) -> LayerRatio:
     """Eq. 4 beside the MAC and weight ratios of a real ``k x k`` conv and its Ghost module,
     counted by PyTorch's FLOP counter on meta tensors (no memory, any size)."""
-    conv = nn.Conv2d(c, n, k, stride, k // 2, bias=False, device="meta")
-    ghost = GhostModule(c, n, k, s, d, stride, relu).to("meta")
-    inputs = torch.empty(1, c, *input_hw, device="meta")
+    with torch.device("meta"):  # built there: a layer of any width costs nothing
+        conv = nn.Conv2d(c, n, k, stride, k // 2, bias=False)
+        ghost = GhostModule(c, n, k, s, d, stride, relu)
+        inputs = torch.empty(1, c, *input_hw)
     output = conv(inputs)
     return LayerRatio(
         name=name,

@@ -84,7 +84,7 @@ def ablation(
     rows = []
     for s, d in points:
         label = backbone if s is None else f"{GHOST_BACKBONES[backbone]} s={s} d={d}"
-        console.print(f"[bold]{label}[/bold]")
+        console.print(label, style="bold", markup=False)
         if s is None:
             outcome = run("baseline", runs_dir, preset, console, model=backbone, **fixed)
         else:

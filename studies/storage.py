@@ -14,8 +14,11 @@ when a study opens and before every trial, so a killed local worker is seen at o
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -25,7 +28,8 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
+from compress.runs import mask_secrets
 
 JOURNAL = "journal:"
 HEARTBEAT_S = 10
@@ -50,8 +54,57 @@ def check_concurrency(url: str, workers: int) -> None:
         )
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def masked(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@host`` URL hidden."""
+    return mask_secrets(text)
+
+
+def _check_journal(path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"journal storage {path} is a directory, not a file")
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as handle:
+            first = handle.readline()
+        try:
+            json.loads(first)
+        except ValueError:
+            raise UsageError(f"{path} is not an Optuna journal file") from None
+
+
+def _check_sqlite(url: str, must_exist: bool) -> None:
+    """Refuse a SQLite file that is not an Optuna database: Optuna would add its tables
+    to another program's database, or turn an empty file into a study store."""
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.is_dir():
+        raise UsageError(f"SQLite storage {path} is a directory, not a file")
+    if not path.exists():
+        if must_exist:
+            raise UsageError(f"no study database {path}")
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    except sqlite3.DatabaseError as error:
+        raise UsageError(f"{path} is not a SQLite database: {error}") from None
+    if "studies" not in tables and (tables or must_exist):
+        raise UsageError(f"{path} is not an Optuna study database")
+
+
+def check_storage(url: str, must_exist: bool = False) -> None:
+    """Refuse, before anything is created, a file storage that is not Optuna's.
+    ``must_exist``: the storage must hold studies already (``study show`` makes none)."""
+    if url.startswith(JOURNAL):
+        path = Path(url.removeprefix(JOURNAL))
+        _check_journal(path)
+        if must_exist and not path.exists():
+            raise UsageError(f"no study journal {path}")
+    elif url.startswith("sqlite:///"):
+        _check_sqlite(url, must_exist)
+
+
+def open_storage(url: str, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """A journal file for ``journal:PATH``; any other URL is an RDB with a heartbeat."""
+    check_storage(url, must_exist)
     if url.startswith(JOURNAL):
         path = Path(url.removeprefix(JOURNAL))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,11 +121,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             )
     except ImportError as error:
         raise UsageError(
-            f"storage {url}: {error} (for PostgreSQL: pip install 'compress-cnn[postgres]')"
+            f"storage {masked(url)}: {error} (for PostgreSQL: pip install 'compress-cnn[postgres]')"
         ) from None
     except Exception as error:  # SQLAlchemy's errors: bad URL, server unreachable
-        reason = str(error).strip().splitlines()[0]
-        raise UsageError(f"cannot open storage {url}: {reason}") from None
+        reason = masked(first_line(error))
+        raise UsageError(f"cannot open storage {masked(url)}: {reason}") from None
 
 
 def claim(trial: optuna.Trial) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,25 @@ from rich.console import Console
 from rich.progress import Progress
 
 from compress.engine import TrainingInterrupted
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.runner import CACHE, RunSpec, preflight, run, trained_once
+from compress.runs import check_root
 from compress.techniques import get_technique, parse_composition
 from studies.pareto import OBJECTIVES, objective_value
 from studies.space import suggest
 from studies.storage import (
     check_concurrency,
+    check_storage,
     claim,
     default_storage,
     fail_orphaned_trials,
+    masked,
     open_storage,
 )
+from studies.worker import work
 
 SAMPLERS = ("tpe", "nsga2")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RECORDED = ("accuracy", "macs", "params", "bops", "latency")
 
 
@@ -59,6 +65,13 @@ class StudySpec:
     worker_index: int = 0
 
     def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.study_name):
+            raise UsageError(
+                f"--study-name {self.study_name!r} must be a name (letters, digits, '.', '_', "
+                "'-'), not a path: the study lives in --out"
+            )
+        if not self.techniques:
+            raise UsageError("--techniques names no technique (e.g. ghost,prune)")
         for technique in self.techniques:
             parse_composition(technique)  # unknown names fail here, before any training
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
@@ -125,13 +138,22 @@ def _sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def open_study(spec: StudySpec) -> optuna.Study:
+    check_root(spec.out)
+    check_storage(spec.storage_url)
     spec.out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=spec.study_name,
-        storage=open_storage(spec.storage_url),
-        directions=spec.directions,
-        load_if_exists=True,
-    )
+    storage = open_storage(spec.storage_url)
+    try:
+        study = optuna.create_study(
+            study_name=spec.study_name,
+            storage=storage,
+            directions=spec.directions,
+            load_if_exists=True,
+        )
+    except Exception as error:  # a damaged journal or database: Optuna's errors vary
+        reason = masked(first_line(error))
+        raise UsageError(
+            f"cannot open study storage {masked(spec.storage_url)}: {reason}"
+        ) from None
     study.sampler = _sampler(spec, sampler_seed(spec, len(study.trials)))
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
         raise UsageError(f"study {spec.study_name!r} exists with other objectives")
@@ -197,15 +219,6 @@ def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optun
     return study
 
 
-def _worker(spec: StudySpec, threads: int) -> None:
-    """One worker process: its share of the trials, quietly (trials record their errors)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optimize(spec, Console(quiet=True), baselines=False)
-
-
 def worker_specs(spec: StudySpec) -> list[StudySpec]:
     """Each worker's share of the trials (all of them together: exactly ``spec.trials``),
     its own sampler seed, and its own GPU when the machine has several."""
@@ -234,8 +247,10 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
     before = len(study.trials)
     threads = max(1, (os.cpu_count() or 1) // spec.workers)
     context = multiprocessing.get_context("spawn")  # no forked CUDA or thread-pool state
-    processes = [
-        context.Process(target=_worker, args=(worker, threads), name=f"worker-{index}")
+    processes = [  # daemons: never left running once this process ends
+        context.Process(
+            target=work, args=(asdict(worker), threads), name=f"worker-{index}", daemon=True
+        )
         for index, worker in enumerate(worker_specs(spec))
     ]
     for process in processes:
@@ -250,6 +265,9 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
     except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record it
         for process in processes:
             process.join(timeout=60)
+            if process.is_alive():  # a worker that missed it (not in this process group)
+                process.terminate()
+                process.join(timeout=30)
         raise
     for process in processes:
         process.join()

@@ -119,6 +119,48 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_do
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
 
 
+def test_sigterm_mid_epoch_is_handled_like_ctrl_c(tmp_path):
+    args = ["run", "baseline", "--model", "resnet20", *QUICK, "--epochs", "20", "--out", "cut"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compress.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for("*/checkpoint.pt", tmp_path / "cut", process)
+    process.terminate()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    metrics = json.loads((only_run_dir(tmp_path / "cut") / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_done"] >= 1
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_says_so_in_its_record(tmp_path):
+    """``ulimit -f``: the checkpoint (1 MiB) cannot be written; metrics.json still can."""
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "run", "baseline", "--model", "resnet20", *QUICK],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "File too large" in result.stderr and "marked failed" in result.stderr
+    run_dir = only_run_dir(tmp_path / "runs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "File too large" in metrics["error"]
+    assert "Traceback" in (run_dir / "error.log").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

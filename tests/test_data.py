@@ -44,6 +44,72 @@ def test_a_damaged_shard_is_a_usage_error(tmp_path):
         load_dataset("cifar10", tmp_path)
 
 
+def truncated(path):
+    path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: truncated(d / "set-train-1.npz"), "cannot read shard .*set-train-1.npz"),
+        (
+            lambda d: np.savez(d / "set-train-0.npz", x=np.zeros((0, 32, 32, 3), np.uint8), y=[]),
+            "set-train-0.npz holds no images",
+        ),
+        (
+            lambda d: np.savez(
+                d / "set-test.npz", x=np.zeros((4, 32, 32, 3), np.uint8), y=[0, 1, 11, 3]
+            ),
+            "test labels in .* go up to 11; cifar10 has 10 classes",
+        ),
+        (
+            lambda d: np.savez(
+                d / "set-test.npz", x=np.zeros((4, 32, 32, 3), np.uint8), y=[0, -1, 1, 3]
+            ),
+            "set-test.npz: labels must be >= 0, found -1",
+        ),
+        (
+            lambda d: np.savez(
+                d / "set-test.npz",
+                x=np.zeros((4, 32, 32, 3), np.uint8),
+                y=np.zeros((4, 2), np.uint8),
+            ),
+            "set-test.npz: y must hold one label per image",
+        ),
+        (
+            lambda d: np.savez(
+                d / "set-test.npz", x=np.zeros((4, 32, 32, 3), np.uint8), y=np.array([0.5, 1, 2, 3])
+            ),
+            "set-test.npz: labels must be integers, got float64",
+        ),
+        (
+            lambda d: np.savez(
+                d / "set-test.npz", x=np.zeros((4, 28, 28, 3), np.uint8), y=[0, 1, 2, 3]
+            ),
+            "set-test.npz holds 28px images, .*set-train-0.npz 32px",
+        ),
+        (lambda d: (d / "set-test.npz").unlink(), "none named \\*test\\*.npz"),
+        (
+            lambda d: np.savez(
+                d / "set-test.npz", x=np.zeros((4, 32, 32, 1), np.uint8), y=[0, 1, 2, 3]
+            ),
+            "x must be uint8 images \\(N, H, W, 3\\)",
+        ),
+    ],
+)
+def test_every_shard_is_checked_up_front(tmp_path, damage, message):
+    write_shards(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(UsageError, match=message):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_a_data_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a directory"):
+        load_dataset("cifar10", tmp_path / "file")
+
+
 class FakeCIFAR10:
     """torchvision's CIFAR10 as far as the loader uses it, without the internet."""
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import optuna
 import pytest
@@ -146,3 +147,62 @@ def test_two_machines_on_postgresql_share_one_study(tmp_path):
 
 def test_killing_a_worker_on_postgresql_is_recovered_too(tmp_path):
     kill_a_worker_then_resume(tmp_path, postgres_url(), f"killed-{uuid.uuid4().hex[:8]}")
+
+
+def children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_study(tmp_path, name: str, **popen) -> subprocess.Popen:
+    args = [*QUICK_STUDY, "--epochs", "20", "--trials", "4", "--workers", "2", "--study-name", name]
+    return subprocess.Popen(
+        [sys.executable, "-m", "compress.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def test_killing_the_study_process_stops_its_workers(tmp_path):
+    parent = start_study(tmp_path, "orphans")
+    wait_for_running_trial(f"journal:{tmp_path / 'out' / 'orphans.journal'}", "orphans")
+    workers = {pid for pid in children(parent.pid) if alive(pid)}
+    assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+    parent.kill()
+    parent.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if alive(pid)]
+
+
+def test_ctrl_c_on_a_study_says_one_line_per_process(tmp_path):
+    study = start_study(tmp_path, "stopped", start_new_session=True)
+    wait_for_running_trial(f"journal:{tmp_path / 'out' / 'stopped.journal'}", "stopped")
+    os.killpg(study.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, stderr = study.communicate(timeout=120)
+    assert study.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    # Optuna's own "[I ...]" log lines aside:
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("[I ")]
+    assert len(lines) <= 3, stderr  # the study, and at most one line per worker
+    assert lines[-1] == "compress study: interrupted"

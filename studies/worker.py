@@ -1,0 +1,45 @@
+"""The entry point of a study's worker process, kept light on purpose.
+
+A spawned worker imports its target's module before running it; this module imports
+nothing heavy, so the worker's signal handling is in place before torch loads (seconds),
+and a Ctrl-C during that start ends it with one line, not an import traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import sys
+from typing import Any
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the study process that started it dies, even by
+    SIGKILL, so no worker trains on for a study nobody runs."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def work(spec: dict[str, Any], threads: int) -> None:
+    """Run one worker's share of a study (``spec``: a ``StudySpec`` as a dict), quietly:
+    trials record their own errors. Ctrl-C or SIGTERM ends it with one line."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    index = spec["worker_index"]
+    try:
+        import optuna
+        import torch
+
+        from compress.reports import stderr_console
+        from studies.study import StudySpec, optimize
+
+        torch.set_num_threads(threads)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        optimize(StudySpec(**spec), stderr_console(quiet=True), baselines=False)
+    except KeyboardInterrupt:
+        print(f"worker {index}: interrupted", file=sys.stderr)
+        sys.exit(130)

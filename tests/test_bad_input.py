@@ -1,0 +1,262 @@
+"""Bad input ends in one line and exit code 2, and leaves nothing half-written.
+
+Each case runs the command line in this process (``compress.cli.main``, what the
+``compress`` script calls), which is quick; the cases that need signals, resource limits
+or several processes run real processes in ``test_cli_run.py`` and ``test_study_workers.py``.
+"""
+
+import fcntl
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from compress.cli import main
+from compress.runs import mask_secrets
+
+TINY = ["--dataset", "synthetic", "--epochs", "1", "--batch-size", "64"]
+
+
+def cli(capsys, *args):
+    """(exit code, stdout, stderr) of ``compress ARGS``."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(capsys, *args, message):
+    code, _, err = cli(capsys, *args)
+    assert code == 2, err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A completed one-epoch run, copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("finished")
+    assert main(["run", "baseline", "--model", "resnet20", *TINY, "--out", str(out)]) == 0
+    (run_dir,) = out.glob("resnet20-*")
+    return run_dir
+
+
+def copy_of(run_dir, where):
+    import shutil
+
+    return shutil.copytree(run_dir, where / run_dir.name)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "vgg16", "--input-size", "8"], "input size 8 is too small for vgg16"),
+        (["--lr", "nan"], "--lr must be a finite number, got nan"),
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--grad-clip", "nan"], "--grad-clip must be a finite number"),
+        (["--momentum", "nan"], "--momentum must be a finite number"),
+        (["--gamma", "nan"], "--gamma must be a finite number"),
+        (["--label-smoothing", "nan"], "--label-smoothing must be a finite number"),
+        (["--cuda-graph", "--device", "cpu"], "--cuda-graph: CUDA graphs need a CUDA device"),
+        (["--input-size", "100000"], "needs more memory than is free"),
+        (["--epochs", "0"], "--epochs 0 trains nothing: give --init"),
+    ],
+)
+def test_a_run_refused_before_it_starts_writes_nothing(workdir, capsys, args, message):
+    refused(capsys, "run", "baseline", *TINY, *args, "--out", "out", message=message)
+    assert not (workdir / "out").exists()
+
+
+def test_shards_are_checked_before_the_run_starts(workdir, capsys):
+    data = workdir / "data"
+    data.mkdir()
+    x = np.zeros((64, 32, 32, 3), np.uint8)
+    np.savez(data / "c-train.npz", x=x, y=np.arange(64) % 10)
+    np.savez(data / "c-test.npz", x=x[:8], y=np.array([0, 1, 2, 3, 4, 5, 6, 12]))
+    args = ["run", "baseline", "--dataset", "cifar10", "--data-dir", data, "--out", "out"]
+    refused(capsys, *args, message="test labels in")
+    (data / "c-test.npz").write_bytes((data / "c-train.npz").read_bytes()[:100])
+    refused(capsys, *args, message="c-test.npz")
+    assert not (workdir / "out").exists()
+
+
+def test_a_file_where_a_directory_belongs_says_so(workdir, capsys, finished_run):
+    (workdir / "file").write_text("not a directory")
+    refused(capsys, "run", "baseline", *TINY, "--out", "file", message="file is a file")
+    refused(capsys, "run", "baseline", *TINY, "--out", "file/x", message="file is a file")
+    cifar = ["--dataset", "cifar10", "--data-dir", "file"]
+    refused(capsys, "run", "baseline", *cifar, message="is a file, not a directory")
+    refused(capsys, "compare", finished_run, "--png", "file/c.png", message="file is a file")
+    study = ["study", "pareto", "--techniques", "prune", "--baselines", "", *TINY]
+    refused(capsys, *study, "--out", "file", message="file is a file")
+
+
+def test_user_text_is_shown_as_written(workdir, capsys):
+    """rich markup must not eat brackets in paths or hints."""
+    refused(
+        capsys,
+        "run",
+        "baseline",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        "data/[bold]x[/bold]y",
+        message="data/[bold]x[/bold]y does not exist",
+    )
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ([1], "a JSON list, not an object"),
+        ({"label": "x", "history": "abc"}, "its history is not a list"),
+        ({"history": []}, "it has no label"),
+        ({"label": "x", "history": [{"epoch": 1, "train_loss": "a"}]}, "no number for"),
+        ({"label": "x", "history": [], "params": "many"}, "params is 'many'"),
+    ],
+)
+def test_compare_refuses_metrics_of_another_shape(workdir, capsys, metrics, message):
+    run_dir = workdir / "odd"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    refused(capsys, "compare", run_dir, message=message)
+
+
+def test_compare_refuses_binary_metrics(workdir, capsys):
+    run_dir = workdir / "binary"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_bytes(bytes(range(256)))
+    refused(capsys, "compare", run_dir, message="it is not text")
+
+
+def test_resume_of_damaged_records_says_what_is_wrong(workdir, capsys, finished_run):
+    run_dir = copy_of(finished_run, workdir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    for epoch in ("abc", -5, 7):
+        torch.save({**checkpoint, "epoch": epoch}, run_dir / "checkpoint.pt")
+        refused(capsys, "run", "baseline", "--resume", run_dir, message="is corrupted: epoch")
+    (run_dir / "config.json").write_bytes(b"\x00\xff\xfe binary")
+    refused(capsys, "run", "baseline", "--resume", run_dir, message="it is not text")
+
+
+def test_resume_of_a_completed_run_says_so_and_changes_nothing(workdir, capsys, finished_run):
+    run_dir = copy_of(finished_run, workdir)
+    before = (run_dir / "metrics.json").read_bytes()
+    code, out, _ = cli(capsys, "run", "baseline", "--resume", run_dir)
+    assert code == 0 and "is complete: nothing to resume" in out
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+def test_a_run_being_trained_is_not_resumed_twice(workdir, capsys, finished_run):
+    run_dir = copy_of(finished_run, workdir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    with (run_dir / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a first `--resume` holds it while it trains
+        refused(capsys, "run", "baseline", "--resume", run_dir, message="another process")
+
+
+def test_leftovers_of_a_killed_write_are_removed_on_resume(workdir, capsys, finished_run):
+    run_dir = copy_of(finished_run, workdir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    (run_dir / ".checkpoint.pt.abc123.tmp").write_bytes(b"")
+    (run_dir / ".metrics.json.def456.tmp").write_bytes(b"")
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**checkpoint, "epoch": 1}, run_dir / "checkpoint.pt")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["epochs"] = 2  # one epoch left to train
+    (run_dir / "config.json").write_text(json.dumps(config))
+    code, _, err = cli(capsys, "run", "baseline", "--resume", run_dir)
+    assert code == 0, err
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--study-name", "../../x"], "must be a name"),
+        (["--study-name", "/tmp/abs"], "must be a name"),
+        (["--techniques", ","], "--techniques names no technique"),
+    ],
+)
+def test_bad_study_options_are_refused_before_any_training(workdir, capsys, args, message):
+    refused(capsys, "study", "pareto", *TINY, "--out", "out", *args, message=message)
+    assert not (workdir / "out").exists() and not (workdir.parent / "x").exists()
+
+
+def test_study_storages_that_are_not_optunas_are_refused(workdir, capsys):
+    study = ["study", "pareto", "--techniques", "prune", "--baselines", "", *TINY, "--out", "o"]
+    (workdir / "notes.txt").write_text("my notes\n")
+    refused(capsys, *study, "--storage", "journal:notes.txt", message="not an Optuna journal")
+    assert (workdir / "notes.txt").read_text() == "my notes\n"
+    refused(capsys, *study, "--storage", f"journal:{workdir}", message="is a directory")
+    with sqlite3.connect(workdir / "other.db") as db:
+        db.execute("create table accounts (name text)")
+    url = f"sqlite:///{workdir / 'other.db'}"
+    refused(capsys, *study, "--storage", url, message="not an Optuna study database")
+    with sqlite3.connect(workdir / "other.db") as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    assert tables == {"accounts"}  # Optuna added nothing to it
+    assert not (workdir / "o").exists()  # nothing made for a refused study
+    (workdir / "o").mkdir()
+    (workdir / "o" / "empty.db").write_bytes(b"")
+    refused(capsys, "study", "show", "empty", "--out", "o", message="not an Optuna study")
+    assert (workdir / "o" / "empty.db").read_bytes() == b""
+
+
+def test_a_password_in_a_storage_url_is_never_shown(workdir, capsys):
+    url = "postgresql://me:hunter2@127.0.0.1:9/studies"
+    code, _, err = cli(
+        capsys, "study", "pareto", "--baselines", "", *TINY, "--storage", url, "--out", "o"
+    )
+    assert code == 2 and "hunter2" not in err and "me:***@127.0.0.1" in err
+    assert mask_secrets(f"x {url} y") == "x postgresql://me:***@127.0.0.1:9/studies y"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["profile", "resnet20", "--repeats", "-5"], "must be 0 or more"),
+        (["profile", "ghostnet", "--width", "1e9"], "cannot build ghostnet"),
+        (["profile", "ghostnet", "--width", "nan"], "must be a positive number"),
+        (["profile", "resnet20", "--input-size", "100000"], "needs more memory than is free"),
+        (["ghost", "fit", "--d", ","], "--d names no kernel"),
+    ],
+)
+def test_bad_measurement_options(capsys, args, message):
+    refused(capsys, *args, message=message)
+
+
+def test_theory_of_a_huge_layer_costs_no_memory(capsys):
+    code, out, _ = cli(capsys, "ghost", "theory", "--c", "100000", "--n", "100000")
+    assert code == 0 and "2.0000" in out
+
+
+def test_every_json_written_is_strict(workdir, capsys):
+    """A diverged run's NaN losses are written as null, not as NaN."""
+    diverging = ["--optimizer", "sgd", "--lr", "1e6"]
+    code, _, err = cli(capsys, "run", "baseline", "--model", "resnet20", *TINY, *diverging)
+    assert code == 2 and "marked failed" in err and len(err.strip().splitlines()) == 1
+    (run_dir,) = (workdir / "runs").glob("resnet20-*")
+
+    def reject(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    for name in ("metrics.json", "config.json"):
+        json.loads((run_dir / name).read_text(), parse_constant=reject)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "loss became" in metrics["error"]

@@ -1,0 +1,100 @@
+"""Every `compress` command in the README runs as written, on a tiny budget.
+
+Commands are read from the README's ``bash`` blocks. A placeholder such as ``<RUN_DIR>``
+(written so that nobody pastes it) becomes a real run made here; CIFAR-10 comes from a
+tiny set of shards in ``$COMPRESS_DATA``, as a user's download would. Commands that need
+the internet are skipped, each with its reason.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compress.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# What only the internet (or a server) can give: skipped here, with the reason.
+NEEDS_NETWORK = {
+    "timm's pretrained weights": re.compile(
+        r"^compress ghost (maps|fit)(?!.*--model <)|timm:\S+ --"
+    ),
+    "a PostgreSQL server": re.compile(r"postgresql://"),
+}
+# Options that shrink a command's work to seconds, per sub-command.
+TINY_DATA = ["--train-size", "64", "--test-size", "32", "--batch-size", "32"]
+BUDGET = {
+    ("run",): ["--epochs", "1", *TINY_DATA],
+    ("study", "pareto"): ["--trials", "1", "--epochs", "1", *TINY_DATA],
+    ("study", "ablation"): ["--s", "2", "--d", "3", "--epochs", "1", *TINY_DATA],
+    ("reproduce", "seed"): ["--epochs", "1", *TINY_DATA],
+    ("profile",): ["--repeats", "1"],
+}
+
+
+def readme_commands() -> list[str]:
+    commands, in_bash = [], False
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            in_bash = line.strip() == "```bash"
+            continue
+        command = line.split("  #", 1)[0].strip()
+        if in_bash and command.startswith("compress "):
+            commands.append(command)
+    return commands
+
+
+# Options whose value is itself a budget: capped where a command gives them.
+CAPPED = {"--finetune-epochs": "1", "--qat-epochs": "1", "--teacher-epochs": "1"}
+
+
+def budget(argv: list[str]) -> list[str]:
+    for index, word in enumerate(argv[:-1]):
+        if word in CAPPED:
+            argv[index + 1] = CAPPED[word]
+    for prefix, extra in BUDGET.items():
+        if tuple(argv[: len(prefix)]) == prefix:
+            if "--resume" in argv:  # a resumed run keeps its own options
+                return []
+            return extra
+    return []
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A directory with tiny CIFAR-10 shards, an image, and a finished ResNet-20 run: what
+    the placeholders stand for."""
+    root = tmp_path_factory.mktemp("readme")
+    data = root / "cifar"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        x = rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
+        np.savez(data / f"cifar10-{split}.npz", x=x, y=np.arange(128, dtype=np.uint8) % 10)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "photo.png")
+    made = root / "made"
+    argv = ["run", "baseline", "--model", "resnet20", "--out", str(made), "--dataset", "digits"]
+    assert main([*argv, *BUDGET[("run",)]]) == 0
+    (run_dir,) = made.glob("resnet20-*")
+    return root, data, run_dir
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_runs_as_written(command, workspace, monkeypatch, capsys):
+    root, data, run_dir = workspace
+    for reason, pattern in NEEDS_NETWORK.items():
+        if pattern.search(command):
+            pytest.skip(f"needs {reason}")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("COMPRESS_DATA", str(data))
+    filled = command.replace("<RUN_DIR>", str(run_dir)).replace("<IMAGE>", "photo.png")
+    argv = shlex.split(filled)[1:]
+    try:
+        code = main([*argv, *budget(argv)])
+    except SystemExit as exit_:  # --help
+        code = exit_.code
+    assert code == 0, capsys.readouterr().err
