@@ -409,7 +409,11 @@ def _checked_state(checkpoint: dict[str, Any], spec: RunSpec, run_dir: Path) -> 
 
 
 class RunFailed(UsageError):
-    """A run that failed after its directory existed; the record says why."""
+    """A run that failed after its directory existed; the record says why (``reason``)."""
+
+    def __init__(self, reason: str, run_dir: Path) -> None:
+        super().__init__(f"{reason}; {run_dir} is marked failed (traceback in its error.log)")
+        self.reason = reason
 
 
 def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState) -> RunOutcome:
@@ -464,9 +468,7 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
         with contextlib.suppress(OSError):
             (run_dir / "error.log").write_text(traceback.format_exc())
         _record_end(write_metrics, "failed", error=reason)
-        raise RunFailed(
-            f"{reason}; {run_dir} is marked failed (traceback in its error.log)"
-        ) from None
+        raise RunFailed(reason, run_dir) from None
 
 
 def _record_end(write_metrics: Callable[..., Any], status: str, **extra: Any) -> None:

@@ -23,7 +23,7 @@ from rich.progress import Progress
 
 from compress.engine import TrainingInterrupted
 from compress.errors import UsageError, first_line
-from compress.runner import CACHE, RunSpec, preflight, run, trained_once
+from compress.runner import CACHE, RunFailed, RunSpec, preflight, run, trained_once
 from compress.runs import check_root
 from compress.techniques import get_technique, parse_composition
 from studies.pareto import OBJECTIVES, objective_value
@@ -203,6 +203,9 @@ def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optun
             outcome = run(
                 technique, spec.directory / "trials", console=console, cache=spec.cache, **options
             )
+        except RunFailed as error:  # failed while training: a failed trial
+            trial.set_user_attr("error", error.reason)
+            raise
         except UsageError as error:  # refused before training, e.g. prune+quantize drew qat
             trial.set_user_attr("error", f"options that do not combine: {error}")
             raise optuna.TrialPruned(str(error)) from None

@@ -32,7 +32,7 @@ def test_profile_table_passes_options_to_the_models_that_take_them(capsys):
         (["ghostnt"], "did you mean ghostnet"),
         (["ghostnet", "--s", "1"], "ghost ratio s must be an integer >= 2"),
         (["ghostnet", "--d", "4"], "cheap kernel d must be a positive odd integer"),
-        (["ghostnet", "--width", "0"], "width must be > 0"),
+        (["ghostnet", "--width", "0"], "--width: must be a positive number, got 0"),
         (["vgg16", "--input-size", "16"], "input size 16 is too small for vgg16"),
         (["vgg16", "--s", "3"], "no model among vgg16 takes option --s"),
         (["timm:ghostnet_10"], "did you mean timm:ghostnet_1"),

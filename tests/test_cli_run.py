@@ -197,6 +197,8 @@ def test_resume_refuses_a_corrupted_checkpoint_and_other_options(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(tmp_path / "out")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
     (run_dir / "checkpoint.pt").write_bytes(b"\x00broken")
     broken = compress_cli("run", "baseline", "--resume", str(run_dir), cwd=tmp_path)
     assert broken.returncode == 2 and "checkpoint.pt is corrupted" in broken.stderr

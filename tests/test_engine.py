@@ -127,7 +127,8 @@ def test_schedules_are_stepped_per_batch():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"epochs": 0}, "--epochs must be >= 1"),
+        ({"epochs": -1}, "--epochs must be >= 0"),
+        ({"epochs": 0}, "--epochs 0 trains nothing: give --init"),
         ({"lr": 0.0}, "--lr must be > 0"),
         ({"optimizer": "rmsprop"}, "--optimizer must be one of"),
         ({"milestones": "0.5,1.5"}, "strictly between 0 and 1"),

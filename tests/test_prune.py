@@ -8,12 +8,15 @@ from rich.console import Console
 from safetensors.torch import load_file
 from torch import nn
 
+from compress.data import make_synthetic
+from compress.engine import TrainConfig
 from compress.errors import UsageError
 from compress.measure import count_macs
 from compress.registry import create_model
 from compress.reports import run_table, si
 from compress.runner import run
 from compress.structure import fit_to_state_dict
+from compress.techniques import RunContext
 from compress.techniques.prune import PruneConfig, _pruner, ratio_for_target
 from ghost.module import GhostModule
 from ghost.pruning import GhostModulePruner
@@ -111,15 +114,12 @@ def test_every_importance_prunes_channels(importance, scope):
 def test_layer_and_global_weight_masking_reach_the_sparsity(tmp_path):
     from compress.techniques.prune import Prune
 
-    class Context:
-        data = None
-        train = None
-        console = None
+    context = RunContext(make_synthetic(64, 16), TrainConfig(device="cpu"), Console(quiet=True))
 
     for scope in ("layer", "global"):
         model = create_model("resnet20")
         config = PruneConfig(method="weights", ratio=0.7, scope=scope, finetune_epochs=0)
-        Prune()._mask(model, config, Context())
+        Prune()._mask(model, config, context)
         layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         assert not any(hasattr(m, "weight_orig") for m in layers)  # made permanent
         zeros = sum(int((m.weight == 0).sum()) for m in layers)

@@ -24,6 +24,7 @@ def test_every_file_a_run_writes_gets_the_users_umask(tmp_path):
         os.umask(previous)
     files = sorted(p.name for p in outcome.run_dir.iterdir())
     assert files == [
+        ".lock",  # held while the run trains
         "accuracy.png",
         "checkpoint.pt",
         "config.json",
