@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.registry import register_model
+from baselines.registry import register_model
 
 VGG16_LAYERS: list[int | str] = [
     64,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models
 
-from compress.registry import register_model
+from baselines.registry import register_model
 
 
 def _check_width(width: float) -> None:

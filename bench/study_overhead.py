@@ -30,8 +30,9 @@ def study_spec(out: Path, name: str, trials: int, workers: int, args: argparse.N
         backbone=args.backbone,
         objectives=["accuracy", "macs"],
         trials=trials,
-        out=out,
+        out=str(out),
         study_name=name,
+        baselines=(),
         workers=workers,
         fixed={"dataset": args.dataset, "epochs": args.epochs},
     )

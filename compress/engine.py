@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,9 +193,10 @@ Step = Callable[[torch.Tensor, torch.Tensor], StepOutputs]
 
 
 def graph_obstacle(
-    model: nn.Module, config: TrainConfig, device: torch.device, loss_term: object
+    config: TrainConfig, device: torch.device, technique_obstacles: Sequence[str] = ()
 ) -> str | None:
-    """Why the training step cannot be one CUDA graph, or None when it can."""
+    """Why the training step cannot be one CUDA graph, or None when it can; the run's
+    techniques give their own reasons (``technique_obstacles``)."""
     if device.type != "cuda":
         return "CUDA graphs need a CUDA device"
     if config.optimizer == "sgd":
@@ -204,17 +205,13 @@ def graph_obstacle(
         return "--schedule onecycle changes Adam's betas every step, which a graph cannot"
     if config.compile:
         return "--compile and --cuda-graph are alternatives; pick one"
-    if loss_term is not None:
-        return "distillation runs a teacher in the step, which is not captured"
-    if any(type(m).__module__.startswith("brevitas") for m in model.modules()):
-        return "brevitas quantizers have not been checked under graph capture"
-    return None
+    return next(iter(technique_obstacles), None)
 
 
-def check_step(model: nn.Module, config: TrainConfig, loss_term: object = None) -> None:
+def check_step(config: TrainConfig, technique_obstacles: Sequence[str] = ()) -> None:
     """``--cuda-graph`` asked for where the step cannot be a graph: a UsageError, before
     anything is written."""
-    obstacle = graph_obstacle(model, config, resolve_device(config.device), loss_term)
+    obstacle = graph_obstacle(config, resolve_device(config.device), technique_obstacles)
     if config.cuda_graph and obstacle:
         raise UsageError(f"--cuda-graph: {obstacle}")
 
@@ -267,6 +264,7 @@ class Trainer:
         config: TrainConfig,
         generator: torch.Generator,
         loss_term: LossTerm | None = None,
+        graph_obstacles: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -289,8 +287,8 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
-        check_step(model, config, loss_term)
-        obstacle = graph_obstacle(model, config, self.device, loss_term)
+        check_step(config, graph_obstacles)
+        obstacle = graph_obstacle(config, self.device, graph_obstacles)
         self.use_graph = obstacle is None and config.cuda_graph is not False
         self.mean, self.std = normalization(data, self.device)
         self.train_loader = DeviceLoader(
@@ -430,13 +428,15 @@ def train(
     console: Console | None = None,
     loss_term: LossTerm | None = None,
     phase: str = "train",
+    graph_obstacles: Sequence[str] = (),
 ) -> TrainState:
     """Train ``model`` in place for ``config.epochs``, continuing from ``state`` if given.
 
     ``on_epoch_end(model, state)`` runs after every completed epoch (checkpointing);
     ``loss_term`` replaces the cross-entropy by a training-time loss (e.g. distillation).
     Each epoch's record is tagged with ``phase`` ("train", or e.g. "finetune" after
-    pruning). Ctrl-C raises ``TrainingInterrupted``; a NaN/inf loss raises
+    pruning). ``graph_obstacles``: why the run's techniques keep the step out of a CUDA
+    graph. Ctrl-C raises ``TrainingInterrupted``; a NaN/inf loss raises
     ``TrainingDiverged``.
     """
     state = state or TrainState()
@@ -446,7 +446,7 @@ def train(
         generator.set_state(state.rng_data)
     if state.rng_cpu is not None:
         torch.set_rng_state(state.rng_cpu)
-    trainer = Trainer(model, data, config, generator, loss_term)
+    trainer = Trainer(model, data, config, generator, loss_term, graph_obstacles)
     if state.optimizer is not None:
         trainer.optimizer.load_state_dict(state.optimizer)
         trainer.scheduler.load_state_dict(state.scheduler)

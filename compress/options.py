@@ -2,7 +2,9 @@
 
 A field made with ``option()`` carries its help, allowed choices or range and, for
 tunable ones, its Optuna search space. ``add_arguments`` turns a dataclass into argparse
-options, ``from_values`` builds a validated instance, ``asdict`` is the saved record.
+options (defaults and choices shown in ``--help``), ``from_values`` builds a validated
+instance, ``to_record`` is the saved record. A ``tuple[int, ...]`` or ``tuple[str, ...]``
+field is a comma-separated list on the command line.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ def option(
     high_open: bool = False,
     search: tuple[Any, ...] | None = None,
     applies: Callable[[dict[str, Any]], bool] | None = None,
+    positional: bool = False,
+    cli: bool = True,
 ) -> Any:
     """A dataclass field with the metadata that the CLI, validation and studies read.
 
-    ``low``/``high`` bound the value (``*_open`` excludes the bound); ``search`` is an
-    Optuna space: ``("int", lo, hi)``, ``("float", lo, hi)``, ``("log", lo, hi)`` or
-    ``("choice", a, b, ...)``; ``applies(options)`` says whether the option matters
-    given the other options (a study searches it only then).
+    ``low``/``high`` bound the value (``*_open`` excludes the bound; a list's every
+    item); ``search`` is an Optuna space: ``("int", lo, hi)``, ``("float", lo, hi)``,
+    ``("log", lo, hi)`` or ``("choice", a, b, ...)``; ``applies(options)`` says whether
+    the option matters given the other options (a study searches it only then).
+    ``positional``: a command-line argument without a flag; ``cli=False``: set from
+    Python only (e.g. what the program fills in itself).
     """
     metadata = {
         "help": help,
@@ -46,17 +52,29 @@ def option(
         "high_open": high_open,
         "search": search,
         "applies": applies,
+        "positional": positional,
+        "cli": cli,
     }
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _base_type(hint: Any) -> tuple[type, bool]:
-    """(scalar type, optional) of a field's annotation such as ``int | None``."""
-    args = typing.get_args(hint)
+@dataclasses.dataclass(frozen=True)
+class FieldType:
+    """What a field's annotation says: ``int | None`` is (int, optional, not a list)."""
+
+    scalar: type
+    optional: bool = False
+    many: bool = False  # tuple[X, ...]: a comma-separated list
+
+
+def field_type(hint: Any) -> FieldType:
+    optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        scalar = next(a for a in args if a is not type(None))
-        return scalar, True
-    return hint, False
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        optional = True
+    if typing.get_origin(hint) is tuple:
+        return FieldType(typing.get_args(hint)[0], optional, many=True)
+    return FieldType(hint, optional)
 
 
 def flag(name: str) -> str:
@@ -69,18 +87,31 @@ class Options:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            scalar, optional = _base_type(hints[field.name])
-            if value is None and optional:
+            if "help" not in field.metadata:  # a plain field: state, not an option
                 continue
-            _check(field, scalar, value)
+            value = getattr(self, field.name)
+            kind = field_type(hints[field.name])
+            if value is None and kind.optional:
+                continue
+            if kind.many:
+                if not isinstance(value, tuple | list):
+                    raise UsageError(f"{flag(field.name)} must be a list, got {value!r}")
+                value = tuple(value)
+                setattr(self, field.name, value)
+                for item in value:
+                    _check(field, kind.scalar, item)
+            else:
+                _check(field, kind.scalar, value)
         self.check()
 
     def check(self) -> None:
         """Rules across fields; raise UsageError."""
 
     def to_record(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()  # type: ignore[call-overload]
+        }
 
 
 def _check(field: dataclasses.Field, scalar: type, value: Any) -> None:
@@ -101,27 +132,71 @@ def _check(field: dataclasses.Field, scalar: type, value: Any) -> None:
         raise UsageError(f"{name} must be {'<' if meta['high_open'] else '<='} {high}, got {value}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One argparse option per field; defaults stay None so presets can fill them."""
+def _help(field: dataclasses.Field) -> str:
+    text = field.metadata["help"]
+    default = field.default
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default)) or "none"
+    notes = [] if field.metadata.get("positional") else [f"default: {default}"]
+    if field.metadata.get("choices") is not None:
+        notes.append(f"choices: {', '.join(map(str, field.metadata['choices']))}")
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def comma_list(scalar: type) -> Callable[[str], tuple[Any, ...]]:
+    """argparse type: ``"2,3,4"`` -> ``(2, 3, 4)``; ``""`` -> ``()``."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(scalar(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {scalar.__name__}s separated by commas, got {text!r}"
+            ) from None
+
+    parse.__name__ = f"comma-separated {scalar.__name__}"
+    return parse
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, title: str, keep_defaults: bool = False
+) -> None:
+    """One argparse option per field. Defaults stay None so presets can fill them in;
+    ``keep_defaults`` gives argparse the fields' defaults (for commands with no preset)."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        scalar, optional = _base_type(hints[field.name])
-        default = field.default
-        help_text = f"{field.metadata['help']} (default: {default})"
-        if scalar is bool:
+        if not field.metadata.get("cli", "help" in field.metadata):
+            continue
+        kind = field_type(hints[field.name])
+        default = field.default if keep_defaults else None
+        if field.metadata.get("positional"):
+            group.add_argument(
+                field.name,
+                nargs="+" if kind.many else None,
+                type=kind.scalar,
+                help=_help(field),
+                metavar=field.name.upper().rstrip("S") if kind.many else field.name.upper(),
+            )
+        elif kind.scalar is bool and not kind.many:
             group.add_argument(
                 flag(field.name),
                 action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
+                default=default,
+                help=_help(field),
             )
         else:
+            if kind.many:
+                parse: Callable[[str], Any] = comma_list(kind.scalar)
+            elif kind.optional and field.default is not None:
+                parse = _parse_optional(kind.scalar)
+            else:
+                parse = kind.scalar
             group.add_argument(
                 flag(field.name),
-                type=_parse_optional(scalar) if optional and default is not None else scalar,
-                default=None,
-                help=help_text,
+                type=parse,
+                default=default,
+                help=_help(field),
                 metavar=field.name.upper(),
             )
 

@@ -1,75 +1,52 @@
 """One model registry for every command: ``create_model(name, num_classes=..., **options)``.
 
-Models register themselves with ``@register_model``; torchvision's and timm's models
-are reached by name, the latter as ``timm:NAME``.
+Models register where they are defined (``baselines.registry.register_model``, also
+exported as ``compress.register_model``): ``ghost`` and ``baselines`` register theirs
+when imported, and other packages declare a module to import in the ``compress.models``
+entry-point group. timm's models are reached as ``timm:NAME``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import importlib
-import inspect
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from functools import cache
+from importlib.metadata import entry_points
 
 from torch import nn
 
+from baselines.registry import MODELS, ModelEntry, register_model
 from compress.errors import UsageError, first_line
 
 TIMM_PREFIX = "timm:"
-# Modules whose import registers models; loaded on first use to keep ``import compress`` light.
-_MODEL_MODULES = ("ghost.ghostnet", "ghost.backbones", "baselines.cifar", "baselines.torchvision")
+ENTRY_POINT_GROUP = "compress.models"
+
+__all__ = ["ModelEntry", "create_model", "get_entry", "list_models", "register_model"]
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A registered model: its factory and the input it was designed for."""
-
-    name: str
-    factory: Callable[..., nn.Module]
-    input_size: int
-    num_classes: int
-
-    @property
-    def options(self) -> tuple[str, ...]:
-        """Keyword options the factory takes besides ``num_classes``."""
-        params = inspect.signature(self.factory).parameters.values()
-        return tuple(
-            p.name for p in params if p.name != "num_classes" and p.kind is not p.VAR_KEYWORD
-        )
-
-    @property
-    def description(self) -> str:
-        return next(iter((inspect.getdoc(self.factory) or "").splitlines()), "")
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(
-    name: str, *, input_size: int, num_classes: int
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a factory ``f(num_classes=..., **options) -> nn.Module`` under ``name``."""
-
-    def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise RuntimeError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, factory, input_size, num_classes)
-        return factory
-
-    return decorator
-
-
+@cache
 def _load_registrations() -> None:
-    for module in _MODEL_MODULES:
-        importlib.import_module(module)
+    """Import the model packages (each registers its models), then the modules other
+    packages declare in the ``compress.models`` entry-point group."""
+    import baselines  # noqa: F401  (registers on import)
+    import ghost  # noqa: F401
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
 
 
 def list_models() -> list[str]:
     """Names of the registered models (timm's are reached as ``timm:NAME`` on top)."""
     _load_registrations()
-    return sorted(_REGISTRY)
+    return sorted(MODELS)
+
+
+def models_of(family: str) -> list[str]:
+    """The registered models of one family (e.g. ``ghost``), sorted by name."""
+    _load_registrations()
+    return sorted(name for name, entry in MODELS.items() if entry.family == family)
 
 
 def _timm_entry(timm_name: str) -> ModelEntry:
@@ -94,15 +71,26 @@ def get_entry(name: str) -> ModelEntry:
     if name.startswith(TIMM_PREFIX):
         return _timm_entry(name[len(TIMM_PREFIX) :])
     _load_registrations()
-    if name not in _REGISTRY:
-        near = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    if name not in MODELS:
+        near = difflib.get_close_matches(name, list(MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise UsageError(f"unknown model {name!r}{hint} (see `compress models`, or use timm:NAME)")
-    return _REGISTRY[name]
+    return MODELS[name]
 
 
 def create_model(name: str, num_classes: int | None = None, **options: object) -> nn.Module:
-    """Build a registered model; options it does not take, or out of range, are a UsageError."""
+    """Build a registered model, or one of timm's as ``timm:NAME`` (random weights).
+
+    Args:
+        name: a name from ``list_models()`` (``ghostnet``, ``vgg16``, ``resnet56`` ...) or
+            ``timm:NAME``.
+        num_classes: classifier outputs (default: the model's own, e.g. 1000 or 10).
+        **options: what the factory takes, e.g. ``width``, ``s``, ``d``, ``cifar``.
+
+    Returns:
+        The ``nn.Module``. Unknown names, options the model does not take and values out
+        of range raise ``UsageError`` (a ``ValueError``) saying which.
+    """
     entry = get_entry(name)
     if not name.startswith(TIMM_PREFIX):
         unknown = sorted(set(options) - set(entry.options))
@@ -131,22 +119,34 @@ def _hub_reachable() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _offline_unless_reachable() -> Iterator[None]:
+    """The Hugging Face client in offline mode (a cached copy loads at once, a missing one
+    fails at once) while the hub cannot be reached; the process's setting comes back."""
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = before or not _hub_reachable()
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
 def pretrained_model(name: str) -> nn.Module:
     """A timm model with its published weights (``resnet50`` or ``timm:resnet50``).
 
     Offline, a copy in the local Hugging Face cache still loads; without one the error
     says what to use instead, at once rather than after the hub client's retries.
     """
-    import huggingface_hub.constants
     import timm
 
     timm_name = name.removeprefix("timm:")
     if not timm.is_model(timm_name):
         raise UsageError(f"{name} is neither a run directory nor a timm model name")
-    if not _hub_reachable():
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
-        return timm.create_model(timm_name, pretrained=True).eval()
+        with _offline_unless_reachable():
+            return timm.create_model(timm_name, pretrained=True).eval()
     except Exception as error:  # the hub client's errors vary by version
         reason = first_line(error)
         raise UsageError(

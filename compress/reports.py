@@ -15,8 +15,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from compress.measure import ModelProfile
-
 
 def si(value: float, unit: str = "") -> str:
     """1234567 -> '1.23 M'; the paper's tables use M and G."""
@@ -71,6 +69,10 @@ def latency(value: Any, metrics: Mapping[str, Any]) -> str:
     return f"{value:.2f} ms ({where}{', ' + source if source else ''})"
 
 
+def ort_latency(value: Any, metrics: Mapping[str, Any]) -> str:
+    return f"{value:.2f} ms (cpu, {metrics.get('ort_threads', 1)} thr)"
+
+
 def best_top1(value: Any, metrics: Mapping[str, Any]) -> str:
     epoch = metrics.get("best_epoch")
     return f"{100 * value:.2f}% ({'final' if epoch is None else f'epoch {epoch}'})"
@@ -100,6 +102,9 @@ ACTIVATIONS = MetricRow("activation_bytes", "Activations (est.)", size)
 CHECKPOINT = MetricRow("serialized_bytes", "Checkpoint size", size)
 PEAK = MetricRow("peak_memory_bytes", "Peak memory", size)
 LATENCY = MetricRow("latency_ms", "Latency (batch 1)", latency)
+ORT_LATENCY = MetricRow(
+    "ort_latency_ms", "Latency, ONNX Runtime (batch 1)", ort_latency, optional=True
+)
 
 PROFILE_ROWS = (
     PARAMS,
@@ -112,6 +117,7 @@ PROFILE_ROWS = (
     CHECKPOINT,
     PEAK,
     LATENCY,
+    ORT_LATENCY,
 )
 RUN_ROWS = (
     PARAMS,
@@ -142,14 +148,18 @@ PROFILE_CAPTION = (
 )
 
 
-def profile_table(names: Sequence[str], profiles: Sequence[ModelProfile]) -> Table:
-    """One column per model, the seed README's rows."""
+def shown(rows: Sequence[MetricRow], records: Sequence[Mapping[str, Any]]) -> list[MetricRow]:
+    """The rows to show: optional ones only where some record has them."""
+    return [r for r in rows if not r.optional or any(m.get(r.key) is not None for m in records)]
+
+
+def profile_table(names: Sequence[str], records: Sequence[Mapping[str, Any]]) -> Table:
+    """One column per model (a ``ModelProfile.to_dict()`` each), the seed README's rows."""
     table = Table(title="Model profile (batch 1)", caption=PROFILE_CAPTION)
     table.add_column("")
-    for name, profile in zip(names, profiles, strict=True):
-        table.add_column(f"{name}\n{profile.input_size}px, {profile.device}", justify="right")
-    records = [profile.to_dict() for profile in profiles]
-    for row in PROFILE_ROWS:
+    for name, record in zip(names, records, strict=True):
+        table.add_column(f"{name}\n{record['input_size']}px, {record['device']}", justify="right")
+    for row in shown(PROFILE_ROWS, records):
         cells = [
             "skipped" if row is LATENCY and r["latency_ms"] is None else row.cell(r)
             for r in records
@@ -174,9 +184,7 @@ def run_table(columns: Sequence[tuple[str, Mapping[str, Any]]]) -> Table:
     table.add_column("")
     for title, _ in columns:
         table.add_column(title, justify="right")
-    for row in [*RUN_ROWS, *technique_rows()]:
-        if row.optional and not any(row.key in metrics for _, metrics in columns):
-            continue
+    for row in shown([*RUN_ROWS, *technique_rows()], [metrics for _, metrics in columns]):
         table.add_row(row.label, *(row.cell(metrics) for _, metrics in columns))
     return table
 
@@ -191,7 +199,7 @@ CURVE_ROWS: tuple[tuple[str, str], ...] = (
 
 def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """The seed's comparison, one cell per run: costs, then the first and last epoch."""
-    rows = [[row.label, *(row.cell(metrics) for metrics in runs)] for row in PROFILE_ROWS]
+    rows = [[row.label, *(row.cell(m) for m in runs)] for row in shown(PROFILE_ROWS, runs)]
     rows = [row for row in rows if row[0] != NONZERO.label]
     rows.append(["epochs", *(str(len(metrics["history"])) for metrics in runs)])
     for which, index in (("first", 0), ("last", -1)):

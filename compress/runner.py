@@ -26,7 +26,6 @@ from rich.console import Console
 from compress import runs
 from compress.data import DataConfig, Dataset, load_data
 from compress.engine import (
-    LossTerm,
     TrainConfig,
     Trainer,
     TrainingInterrupted,
@@ -43,7 +42,13 @@ from compress.plots import plot_curves
 from compress.registry import TIMM_PREFIX, pretrained_model
 from compress.reports import stderr_console
 from compress.structure import fit_shapes
-from compress.techniques import RunContext, Technique, get_technique, parse_composition
+from compress.techniques import (
+    RunContext,
+    Technique,
+    TrainingTerm,
+    get_technique,
+    parse_composition,
+)
 
 # Protocols by name; explicit options override them.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -108,12 +113,10 @@ class RunSpec:
 
     @property
     def reference_model(self) -> str | None:
-        """The uncompressed model to read this run against."""
+        """The uncompressed model to read this run against (none for that model itself)."""
         builder = self.uses[0]
         reference = builder.technique.reference_model(builder.options)
-        if reference is None and len(self.uses) > 1 and builder.name == "baseline":
-            return builder.options.model
-        return reference
+        return None if self.record()["techniques"] == baseline_record(reference) else reference
 
     def record(self) -> dict[str, Any]:
         return {
@@ -182,13 +185,21 @@ class RunOutcome:
 
 @dataclass
 class Prepared:
-    """A run's network ready to train: built, transformed, with its training-time loss."""
+    """A run's network ready to train: built, transformed, with its training terms."""
 
     model: torch.nn.Module
     context: RunContext
-    loss_term: LossTerm | None
+    terms: list[TrainingTerm]
     techniques: dict[str, Technique]
     init_from: dict[str, Any] | None = None  # where the starting weights came from
+
+    def loss_term(
+        self, inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
+    ) -> torch.Tensor:
+        """The step's loss: the cross-entropy, through every training term in turn."""
+        for term in self.terms:
+            loss = term(inputs, logits, labels, loss)
+        return loss
 
 
 def checked_network(
@@ -245,27 +256,24 @@ def build(spec: RunSpec, data: Dataset, console: Console, cache: Path | None = N
             return prepared.model
         return load(trained_once(alone, cache, console).run_dir)
 
-    context = RunContext(data, spec.train, console, trained_alone=trained_alone)
+    obstacles = [use.technique.graph_obstacle(use.options) for use in spec.uses]
+    context = RunContext(
+        data,
+        spec.train,
+        console,
+        graph_obstacles=[reason for reason in obstacles if reason],
+        trained_alone=trained_alone,
+    )
     techniques = {use.name: use.technique for use in spec.uses}
     model, init_from = checked_network(spec, context)
-    terms: list[LossTerm] = []
+    terms: list[TrainingTerm] = []
     for use in spec.uses[1:]:
         technique = techniques[use.name]
         if technique.stage == "transform":
             model = technique.transform(model, use.options, context)
         elif technique.stage == "train":
             terms.append(technique.loss_term(model, use.options, context))
-    loss_term = None
-    if terms:
-
-        def loss_term(
-            inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
-        ) -> torch.Tensor:
-            for term in terms:
-                loss = term(inputs, logits, labels, loss)
-            return loss
-
-    return Prepared(model, context, loss_term, techniques, init_from)
+    return Prepared(model, context, terms, techniques, init_from)
 
 
 def initialize(model: torch.nn.Module, spec: RunSpec) -> dict[str, Any]:
@@ -329,7 +337,7 @@ def start(
             f"{len(data.train_x)} training images"
         )
     prepared = build(spec, data, console, cache or out_root / CACHE)
-    check_step(prepared.model, spec.train, prepared.loss_term)
+    check_step(spec.train, prepared.context.graph_obstacles)
     if run_dir is None:
         run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
     else:
@@ -489,11 +497,20 @@ def _finish(
     model, context, techniques = prepared.model, prepared.context, prepared.techniques
     data, console = context.data, context.console
     write_metrics("running")
-    state = train(model, data, spec.train, state, checkpoint, console, prepared.loss_term)
+    state = train(
+        model,
+        data,
+        spec.train,
+        state,
+        checkpoint,
+        console,
+        prepared.loss_term if prepared.terms else None,
+        graph_obstacles=context.graph_obstacles,
+    )
     context.history = state.history  # post-training epochs (fine-tuning) continue it
     post_start = time.perf_counter()
-    for use in spec.uses:
-        model = techniques[use.name].after_training(model, use.options, context)
+    for term in prepared.terms:
+        model = term.release(model)
     for use in sorted(spec.uses, key=lambda use: techniques[use.name].post_order):
         model = techniques[use.name].post_train(model, use.options, context)
     post_time = time.perf_counter() - post_start
@@ -503,7 +520,7 @@ def _finish(
     profile = profile_model(
         model, context.input_size, device, latency_repeats=20, auxiliary=auxiliary
     )
-    reports: dict[str, Any] = {}
+    reports: dict[str, Any] = dict(context.metrics)
     for use in spec.uses:
         reports.update(techniques[use.name].report(model, use.options, context))
     runs.save_weights(run_dir / runs.WEIGHTS, model.cpu())
@@ -574,6 +591,11 @@ def _final_accuracy(model: torch.nn.Module, context: RunContext) -> float:
     return accuracy
 
 
+def baseline_record(model: str | None) -> list[dict[str, Any]]:
+    """The technique record of ``model`` trained as it is."""
+    return [{"name": "baseline", "options": {"model": model}}]
+
+
 # Options that must agree for two runs to be compared side by side.
 MATCH_DATA = ("dataset", "train_size", "test_size")
 MATCH_TRAIN = (
@@ -600,8 +622,7 @@ def find_reference(spec: RunSpec, out_root: Path) -> RunOutcome | None:
             metrics = runs.read_json(run_dir / runs.METRICS)
         except UsageError:
             continue
-        techniques = config.get("techniques", [])
-        if techniques != [{"name": "baseline", "options": {"model": reference}}]:
+        if config.get("techniques", []) != baseline_record(reference):
             continue
         same_data = all(config["data"].get(k) == getattr(spec.data, k) for k in MATCH_DATA)
         same_train = all(config["train"].get(k) == getattr(spec.train, k) for k in MATCH_TRAIN)

@@ -214,6 +214,19 @@ def held(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def update_metrics(run_dir: Path, updates: dict[str, Any]) -> None:
+    """Merge ``updates`` into a finished run's ``metrics.json`` (e.g. what an export
+    measured), under the run's lock, one key level deep."""
+    with held(run_dir):
+        metrics = read_json(run_dir / METRICS)
+        for key, value in updates.items():
+            if isinstance(value, dict) and isinstance(metrics.get(key), dict):
+                metrics[key] = {**metrics[key], **value}
+            else:
+                metrics[key] = value
+        write_json(run_dir / METRICS, metrics)
+
+
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """The network's final weights as safetensors, written atomically."""
     from safetensors.torch import save_model

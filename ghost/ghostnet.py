@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.registry import register_model
+from baselines.registry import register_model
 from ghost.module import GhostModule, check_ghost_options
 
 # Per block: depthwise kernel k, expansion width, output width, SE ratio, stride.
@@ -199,7 +199,9 @@ class GhostNet(nn.Module):
         return self.classifier(x)
 
 
-@register_model("ghostnet", input_size=224, num_classes=1000)
+@register_model(
+    "ghostnet", input_size=224, num_classes=1000, reference="mobilenetv3_large", family="ghost"
+)
 def ghostnet(
     num_classes: int = 1000,
     width: float = 1.0,

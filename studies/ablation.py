@@ -8,6 +8,7 @@ reference row. Params and MACs are counted exactly; accuracy is what this run me
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,24 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.errors import UsageError
-from compress.runner import run
+from compress.options import Options, option
+from compress.registry import get_entry, models_of
+from compress.runner import PRESETS, run
 from compress.runs import write_csv, write_json
+from compress.techniques.ghost import D_HELP, S_HELP
 from ghost.module import check_ghost_options
 
-GHOST_BACKBONES = {"vgg16": "ghost_vgg16", "resnet56": "ghost_resnet56"}
+
+def ghost_versions() -> dict[str, str]:
+    """Each plain backbone that a registered Ghost model is the Ghost version of (its
+    reference), with that model: vgg16 -> ghost_vgg16, resnet56 -> ghost_resnet56 ..."""
+    versions = {}
+    for name in models_of("ghost"):
+        reference = get_entry(name).reference
+        if reference is not None:
+            versions[reference] = name
+    return versions
+
 
 # CIFAR-10 as printed in the paper: (backbone, s, d) -> (params in M, MACs in M, top-1 %).
 # (s, d) = (None, None) is the plain backbone. Table 2 varies d at s = 2, Table 3 varies
@@ -40,18 +54,34 @@ PAPER_COLUMNS = ["paper_params_m", "paper_macs_m", "paper_top1_pct"]
 COLUMNS = ["s", "d", "params", "macs", "accuracy", *PAPER_COLUMNS]
 
 
-def check_grid(backbone: str, s_values: list[int], d_values: list[int]) -> None:
-    """Every point valid before any training starts."""
-    if backbone not in GHOST_BACKBONES:
-        raise UsageError(f"--backbone must be one of {', '.join(GHOST_BACKBONES)}")
-    if not s_values or not d_values:
-        raise UsageError("give at least one value for --s and for --d")
-    for s in s_values:
-        for d in d_values:
-            try:
-                check_ghost_options(s, d)
-            except ValueError as error:
-                raise UsageError(str(error)) from None
+@dataclass
+class AblationOptions(Options):
+    """Which grid: a plain backbone with a Ghost version, and the s and d values."""
+
+    backbone: str = option(
+        "vgg16", "a backbone with a Ghost version", choices=tuple(sorted(ghost_versions()))
+    )
+    s: tuple[int, ...] = option((2, 3, 4, 5), f"{S_HELP}: the values tried", low=2)
+    d: tuple[int, ...] = option((1, 3, 5, 7), f"{D_HELP}: the values tried", low=1)
+    preset: str | None = option(
+        None, "a protocol (paper: the paper's CIFAR-10 recipe, 164 epochs)", choices=tuple(PRESETS)
+    )
+    out: str = option("runs/studies", "results root (the grid goes to OUT/ablation-BACKBONE)")
+
+    def check(self) -> None:
+        """Every point valid before any training starts."""
+        if not self.s or not self.d:
+            raise UsageError("give at least one value for --s and for --d")
+        for s in self.s:
+            for d in self.d:
+                try:
+                    check_ghost_options(s, d)
+                except ValueError as error:
+                    raise UsageError(str(error)) from None
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.out) / f"ablation-{self.backbone}"
 
 
 def _row(backbone: str, s: int | None, d: int | None, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -68,28 +98,23 @@ def _row(backbone: str, s: int | None, d: int | None, metrics: dict[str, Any]) -
 
 
 def ablation(
-    backbone: str,
-    s_values: list[int],
-    d_values: list[int],
-    fixed: dict[str, Any],
-    out: Path,
-    console: Console,
-    preset: str | None = None,
+    options: AblationOptions, fixed: dict[str, Any], console: Console
 ) -> list[dict[str, Any]]:
-    """Train the plain backbone and every (s, d) point; one row each."""
-    check_grid(backbone, s_values, d_values)
-    runs_dir = out / "runs"
+    """Train the plain backbone and every (s, d) point with the same data and recipe
+    (``fixed``); one row each."""
+    runs_dir = options.directory / "runs"
+    backbone, ghost = options.backbone, ghost_versions()[options.backbone]
     points: list[tuple[int | None, int | None]] = [(None, None)]
-    points += [(s, d) for s in s_values for d in d_values]
+    points += [(s, d) for s in options.s for d in options.d]
     rows = []
     for s, d in points:
-        label = backbone if s is None else f"{GHOST_BACKBONES[backbone]} s={s} d={d}"
-        console.print(label, style="bold", markup=False)
+        console.print(backbone if s is None else f"{ghost} s={s} d={d}", style="bold")
         if s is None:
-            outcome = run("baseline", runs_dir, preset, console, model=backbone, **fixed)
+            outcome = run("baseline", runs_dir, options.preset, console, model=backbone, **fixed)
         else:
-            model = GHOST_BACKBONES[backbone]
-            outcome = run("ghost", runs_dir, preset, console, model=model, s=s, d=d, **fixed)
+            outcome = run(
+                "ghost", runs_dir, options.preset, console, model=ghost, s=s, d=d, **fixed
+            )
         rows.append(_row(backbone, s, d, {**outcome.metrics, "run_dir": str(outcome.run_dir)}))
     return rows
 

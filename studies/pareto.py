@@ -1,4 +1,4 @@
-"""Objectives, the Pareto front, and what a study shows: table, plot, CSV and JSON."""
+"""The Pareto front, and what a study shows: plot, CSV and JSON."""
 
 from __future__ import annotations
 
@@ -8,22 +8,7 @@ from typing import Any
 
 import optuna
 
-# Objective name -> (metrics.json key, Optuna direction).
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "accuracy": ("final_val_acc", "maximize"),
-    "macs": ("macs", "minimize"),
-    "params": ("params", "minimize"),
-    "bops": ("bops", "minimize"),
-    "latency": ("latency_ms", "minimize"),
-}
-
-
-def objective_value(metrics: dict[str, Any], objective: str) -> float:
-    """A run's value for one objective; BOPs of an unquantized net are MACs x 32 x 32."""
-    key, _ = OBJECTIVES[objective]
-    if objective == "bops" and key not in metrics:
-        return float(metrics["macs"] * 32 * 32)
-    return float(metrics[key])
+from studies.objectives import OBJECTIVES
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
@@ -72,15 +57,6 @@ def export(rows: list[dict[str, Any]], directory: Path, objectives: Sequence[str
     return [json_path, csv_path]
 
 
-AXIS_LABELS = {
-    "accuracy": "top-1 (test split)",
-    "macs": "MACs",
-    "params": "params",
-    "bops": "BOPs",
-    "latency": "latency (ms, batch 1)",
-}
-
-
 def plot_axes(objectives: Sequence[str]) -> tuple[str, str]:
     """(x, y): accuracy up the side when it is an objective, the first cost along."""
     y = "accuracy" if "accuracy" in objectives else objectives[1]
@@ -109,7 +85,7 @@ def plot_front(
     for technique in sorted({r["technique"] for r in done}):
         chosen = [r for r in done if r["technique"] == technique]
         axis.scatter([r[x] for r in chosen], [r[y] for r in chosen], label=technique)
-    directions = [OBJECTIVES[x][1], OBJECTIVES[y][1]]
+    directions = [OBJECTIVES[x].direction, OBJECTIVES[y].direction]
     front = pareto_front([(r[x], r[y]) for r in done], directions)
     points = sorted((done[i][x], done[i][y]) for i in front)
     if points:
@@ -117,7 +93,7 @@ def plot_front(
     for baseline in baselines:
         axis.scatter(baseline[x], baseline[y], marker="*", s=160, color="grey")
         axis.annotate(baseline["model"], (baseline[x], baseline[y]), fontsize=8)
-    axis.set(xlabel=AXIS_LABELS[x], ylabel=AXIS_LABELS[y], title=title)
+    axis.set(xlabel=OBJECTIVES[x].label, ylabel=OBJECTIVES[y].label, title=title)
     axis.set_xscale("log")
     axis.grid(alpha=0.3)
     if axis.get_legend_handles_labels()[0]:

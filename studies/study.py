@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ from rich.progress import Progress
 
 from compress.engine import TrainingInterrupted
 from compress.errors import UsageError, first_line
+from compress.options import Options, option
+from compress.registry import get_entry
 from compress.runner import CACHE, RunFailed, RunSpec, preflight, run, trained_once
 from compress.runs import check_root
 from compress.techniques import get_technique, parse_composition
-from studies.pareto import OBJECTIVES, objective_value
+from studies.objectives import OBJECTIVES, objectives_help, recorded
 from studies.space import suggest
 from studies.storage import (
     check_concurrency,
@@ -41,30 +44,47 @@ from studies.worker import work
 
 SAMPLERS = ("tpe", "nsga2")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-RECORDED = ("accuracy", "macs", "params", "bops", "latency")
 
 
 @dataclass
-class StudySpec:
-    """A study: candidate techniques on one backbone, objectives, budget and storage."""
+class StudySpec(Options):
+    """A study: candidate techniques on one backbone, objectives, budget and storage; the
+    data and training options every trial shares are ``fixed``."""
 
-    techniques: list[str]
-    backbone: str
-    objectives: list[str]
-    trials: int
-    out: Path
-    study_name: str = "pareto"
-    storage: str | None = None
-    sampler: str = "tpe"
-    # None: a fresh seed in every process. Given: reproducible, and still new trials when
-    # a study continues (the seed mixes in the trials already there and the worker).
-    sampler_seed: int | None = None
-    baselines: list[str] = field(default_factory=list)
+    techniques: tuple[str, ...] = option(
+        ("ghost", "prune", "quantize", "distill"),
+        "candidate techniques, comma-separated; compositions with '+' (ghost+prune)",
+    )
+    backbone: str = option("resnet20", "the model every technique starts from")
+    objectives: tuple[str, ...] = option(
+        ("accuracy", "macs"),
+        f"two or three of: {objectives_help()}",
+        choices=tuple(OBJECTIVES),
+    )
+    trials: int = option(10, "trials to add", low=1)
+    study_name: str = option("pareto", "the study's name (letters, digits, '.', '_', '-')")
+    storage: str | None = option(
+        None, "Optuna storage URL (default: OUT/NAME.db, or OUT/NAME.journal for --workers)"
+    )
+    sampler: str = option("tpe", "Optuna's sampler", choices=SAMPLERS)
+    sampler_seed: int | None = option(
+        None,
+        "seed of the sampler, for a reproducible study; a continued study still draws new "
+        "trials (default: fresh in each process)",
+        low=0,
+    )
+    baselines: tuple[str, ...] = option(
+        ("ghostnet", "mobilenetv3_large", "mobilenetv3_small"),
+        "reference models (timm:NAME too) trained once on the same data and recipe",
+    )
+    workers: int = option(
+        1, "worker processes sharing the trials (a journal file; a GPU each if several)", low=1
+    )
+    out: str = option("runs/studies", "results root")
     fixed: dict[str, Any] = field(default_factory=dict)  # data and training options
-    workers: int = 1
     worker_index: int = 0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not NAME.fullmatch(self.study_name):
             raise UsageError(
                 f"--study-name {self.study_name!r} must be a name (letters, digits, '.', '_', "
@@ -74,38 +94,34 @@ class StudySpec:
             raise UsageError("--techniques names no technique (e.g. ghost,prune)")
         for technique in self.techniques:
             parse_composition(technique)  # unknown names fail here, before any training
-        unknown = [o for o in self.objectives if o not in OBJECTIVES]
-        if unknown:
-            raise UsageError(
-                f"unknown objective {unknown[0]!r} (choose from {', '.join(OBJECTIVES)})"
-            )
         if not 2 <= len(self.objectives) <= 3 or len(set(self.objectives)) != len(self.objectives):
             raise UsageError("give two or three different objectives, e.g. accuracy,macs")
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}")
-        if self.trials < 1:
-            raise UsageError("--trials must be >= 1")
-        if self.workers < 1:
-            raise UsageError("--workers must be >= 1")
+        for model in (self.backbone, *self.baselines):
+            get_entry(model)
+        RunSpec.from_options("baseline", {"model": self.backbone, **self.fixed})
         check_concurrency(self.storage_url, self.workers)
 
     @property
+    def root(self) -> Path:
+        return Path(self.out)
+
+    @property
     def directory(self) -> Path:
-        return self.out / self.study_name
+        return self.root / self.study_name
 
     @property
     def cache(self) -> Path:
         """Networks trained once for every study under ``out``: backbones, baselines,
         distillation teachers."""
-        return self.out / CACHE
+        return self.root / CACHE
 
     @property
     def storage_url(self) -> str:
-        return self.storage or default_storage(self.out, self.study_name, self.workers)
+        return self.storage or default_storage(self.root, self.study_name, self.workers)
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES[o][1] for o in self.objectives]
+        return [OBJECTIVES[o].direction for o in self.objectives]
 
 
 def trial_options(trial: optuna.Trial, technique: str, backbone: str) -> dict[str, Any]:
@@ -138,9 +154,9 @@ def _sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def open_study(spec: StudySpec) -> optuna.Study:
-    check_root(spec.out)
+    check_root(spec.root)
     check_storage(spec.storage_url)
-    spec.out.mkdir(parents=True, exist_ok=True)
+    spec.root.mkdir(parents=True, exist_ok=True)
     storage = open_storage(spec.storage_url)
     try:
         study = optuna.create_study(
@@ -158,6 +174,9 @@ def open_study(spec: StudySpec) -> optuna.Study:
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
         raise UsageError(f"study {spec.study_name!r} exists with other objectives")
     study.set_user_attr("objectives", spec.objectives)
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([OBJECTIVES[name].label for name in spec.objectives])
     fail_orphaned_trials(study)  # trials whose worker died since the study was last open
     return study
 
@@ -173,13 +192,13 @@ def run_baselines(spec: StudySpec, study: optuna.Study, console: Console) -> Non
         reference = RunSpec.from_options("baseline", {**spec.fixed, "model": model})
         outcome = trained_once(reference, spec.cache, console)
         points.append(
-            {"model": model, **_recorded(outcome.metrics), "run_dir": str(outcome.run_dir)}
+            {
+                "model": model,
+                **recorded(outcome.metrics, outcome.run_dir, spec.objectives),
+                "run_dir": str(outcome.run_dir),
+            }
         )
         study.set_user_attr("baselines", points)
-
-
-def _recorded(metrics: dict[str, Any]) -> dict[str, float]:
-    return {name: objective_value(metrics, name) for name in RECORDED}
 
 
 def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optuna.Study:
@@ -214,9 +233,13 @@ def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optun
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             raise
-        recorded = _recorded(outcome.metrics)
-        trial.set_user_attr("metrics", {**recorded, "run_dir": str(outcome.run_dir)})
-        return tuple(recorded[name] for name in spec.objectives)
+        try:
+            values = recorded(outcome.metrics, outcome.run_dir, spec.objectives)
+        except UsageError as error:  # e.g. ort_latency of a 1-bit network: no ONNX form
+            trial.set_user_attr("error", f"cannot measure its objectives: {error}")
+            raise
+        trial.set_user_attr("metrics", {**values, "run_dir": str(outcome.run_dir)})
+        return tuple(values[name] for name in spec.objectives)
 
     study.optimize(objective, n_trials=spec.trials, catch=(Exception,))
     return study
@@ -262,6 +285,9 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{len(processes)} workers", total=spec.trials)
             while any(process.is_alive() for process in processes):
+                # A dead worker's trial is failed with its reason at once, before
+                # Optuna's heartbeat check would fail it without one.
+                fail_orphaned_trials(study)
                 states = [t.state for t in study.get_trials(deepcopy=False)[before:]]
                 progress.update(task, completed=sum(s.is_finished() for s in states))
                 time.sleep(1)
@@ -285,41 +311,37 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
 
 
 def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]:
-    """Print the Pareto-optimal trials; write the plot and the CSV/JSON export."""
+    """Print the Pareto-optimal trials (a column per objective, ordered by the first cost);
+    write the plot and the CSV/JSON export."""
     from rich.table import Table
 
     from studies.pareto import export, pareto_front, plot_front, trial_rows
 
-    objectives = study.user_attrs.get("objectives", [])
+    objectives = [OBJECTIVES[name] for name in study.user_attrs.get("objectives", [])]
     rows = trial_rows(study)
     done = [row for row in rows if row["state"] == "COMPLETE"]
-    directions = [OBJECTIVES[o][1] for o in objectives]
-    front = pareto_front([[row[o] for o in objectives] for row in done], directions)
+    directions = [objective.direction for objective in objectives]
+    front = pareto_front([[row[o.name] for o in objectives] for row in done], directions)
     failed = sum(row["state"] == "FAIL" for row in rows)
     table = Table(
         title=f"Pareto-optimal trials of {study.study_name!r} ({len(done)} complete, "
         f"{failed} failed, {len(rows) - len(done) - failed} refused before training)"
     )
-    for column in ("trial", "technique", "options", "top-1", "MACs", "params", "latency"):
+    for column in ("trial", "technique", "options", *(o.label for o in objectives)):
         table.add_column(column)
-    for index in sorted(front, key=lambda i: done[i]["macs"]):
+    cost = next((o for o in objectives if o.direction == "minimize"), objectives[0])
+    for index in sorted(front, key=lambda i: done[i][cost.name]):
         row = done[index]
         options = ", ".join(
             f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
             for k, v in row["options"].items()
         )
-        table.add_row(
-            str(row["trial"]),
-            row["technique"],
-            options,
-            f"{100 * row['accuracy']:.2f}%",
-            f"{row['macs'] / 1e6:.2f} M",
-            f"{row['params'] / 1e6:.3f} M",
-            f"{row['latency']:.2f} ms",
-        )
+        cells = [o.cell(row[o.name], row) for o in objectives]
+        table.add_row(str(row["trial"]), row["technique"], options, *cells)
     console.print(table)
     directory.mkdir(parents=True, exist_ok=True)
-    written = export(rows, directory, objectives)
+    names = [objective.name for objective in objectives]
+    written = export(rows, directory, names)
     plot = directory / "pareto.png"
-    plot_front(rows, study.user_attrs.get("baselines", []), objectives, plot, study.study_name)
+    plot_front(rows, study.user_attrs.get("baselines", []), names, plot, study.study_name)
     return [*written, plot]

@@ -1,11 +1,23 @@
-"""Run the `compress` command line in a real process, as a user would."""
+"""Run the `compress` command line as a user would.
 
+``compress_cli`` runs it in this process (what the ``compress`` script calls, without
+starting Python and importing torch again: tests stay fast) and returns what a process
+would: exit code, stdout, stderr. ``compress_process`` starts a real process, for what
+only a process shows (signals, worker processes, entry points, the environment).
+"""
+
+import contextlib
+import io
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from compress.cli import main
 
-def compress_cli(
+
+def compress_process(
     *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -16,6 +28,23 @@ def compress_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def compress_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    out, err = io.StringIO(), io.StringIO()
+    before, handler = Path.cwd(), signal.getsignal(signal.SIGTERM)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(arg) for arg in args])
+            except SystemExit as exit_:  # argparse: --help, or its own one-line errors
+                code = exit_.code
+    finally:
+        os.chdir(before)
+        signal.signal(signal.SIGTERM, handler)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 # A small study: two techniques on ResNet-20, synthetic data, no baselines, results in out/.
@@ -30,6 +59,10 @@ QUICK_STUDY = [
     "",
     "--dataset",
     "synthetic",
+    "--train-size",
+    "256",
+    "--test-size",
+    "64",
     "--batch-size",
     "128",
     "--out",

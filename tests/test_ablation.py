@@ -56,9 +56,9 @@ def test_vgg16_grid_trains_every_point_with_exact_counts_beside_the_paper(tmp_pa
     [
         (["--s", "1"], "s must be"),
         (["--d", "2"], "d must be"),
-        (["--s", "two"], "expected integers like 2,3,4"),
-        (["--backbone", "resnet20"], "invalid choice"),
-        (["--epochs", "0"], "--epochs"),
+        (["--s", "two"], "expected ints separated by commas, got 'two'"),
+        (["--backbone", "mobilenetv2"], "--backbone must be one of mobilenetv3_large, resnet110"),
+        (["--epochs", "0"], "--epochs 0 trains nothing"),
     ],
 )
 def test_bad_ablation_input(tmp_path, args, message):

@@ -230,9 +230,9 @@ def test_a_password_in_a_storage_url_is_never_shown(workdir, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["profile", "resnet20", "--repeats", "-5"], "must be 0 or more"),
+        (["profile", "resnet20", "--repeats", "-5"], "--repeats must be >= 0, got -5"),
         (["profile", "ghostnet", "--width", "1e9"], "cannot build ghostnet"),
-        (["profile", "ghostnet", "--width", "nan"], "must be a positive number"),
+        (["profile", "ghostnet", "--width", "nan"], "--width must be a finite number"),
         (["profile", "resnet20", "--input-size", "100000"], "needs more memory than is free"),
         (["ghost", "fit", "--d", ","], "--d names no kernel"),
     ],

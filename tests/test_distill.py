@@ -76,7 +76,7 @@ def test_feature_hint_adapters_train_with_the_student_and_are_dropped_after():
     assert loss.item() > task.item()
     loss.backward()
     assert all(adapter.weight.grad is not None for adapter in student.kd_adapters)
-    technique.after_training(student, config, context)
+    term.release(student)
     assert count_params(student)[0] == params
     assert stage_outputs(student, torch.zeros(1, 3, 32, 32)) == ["layer1", "layer2", "layer3"]
 

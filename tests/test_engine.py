@@ -150,15 +150,19 @@ def test_sgd_and_adamw():
 
 
 def test_presets_fill_in_and_explicit_options_win():
-    from compress.cli import run_spec, technique_parser
+    from compress.cli.common import options_of
+    from compress.cli.run import RunSettings, run_spec, technique_parser
 
-    args = ["--preset", "paper", "--epochs", "3", "--s", "4"]
-    spec = run_spec("ghost", technique_parser("ghost").parse_args(args))
+    def spec_of(composition, args):
+        parsed = technique_parser(composition).parse_args(args)
+        return run_spec(composition, parsed, options_of(RunSettings, parsed))
+
+    spec = spec_of("ghost", ["--preset", "paper", "--epochs", "3", "--s", "4"])
     assert (spec.train.optimizer, spec.train.lr, spec.train.schedule) == ("sgd", 0.1, "multistep")
     assert spec.train.epochs == 3 and spec.uses[0].options.s == 4 and spec.data.dataset == "cifar10"
-    seed = run_spec("baseline", technique_parser("baseline").parse_args(["--preset", "seed"]))
+    seed = spec_of("baseline", ["--preset", "seed"])
     assert (seed.train.optimizer, seed.train.lr, seed.train.epochs) == ("adam", 1e-3, 30)
-    default = run_spec("ghost", technique_parser("ghost").parse_args(["--bn-momentum", "none"]))
+    default = spec_of("ghost", ["--bn-momentum", "none"])
     assert default.train.bn_momentum is None and default.data.dataset == "digits"
 
 

@@ -9,14 +9,14 @@ from torch import nn
 
 from compress import registry
 from compress.errors import UsageError
-from compress.runner import run
-from ghost.redundancy import (
+from compress.ratios import conv_vs_ghost
+from compress.redundancy import (
     feature_maps,
     fit_cheap_operation,
     most_similar_pairs,
     redundancy,
 )
-from ghost.theory import conv_vs_ghost
+from compress.runner import run
 
 
 def test_a_layer_with_duplicated_channels_is_fully_redundant():
@@ -84,7 +84,7 @@ def test_pretrained_weights_offline_say_what_to_do(monkeypatch, tmp_path):
 def test_pretrained_weights_online_use_the_models_own_preprocessing(monkeypatch):
     import timm
 
-    from compress.cli import load_subject
+    from compress.cli.analysis import load_subject
 
     real = timm.create_model
     asked = {}

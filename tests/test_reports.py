@@ -5,7 +5,10 @@ import json
 import pytest
 from clitools import compress_cli
 
-from compress.runner import run
+from compress import runs
+from compress.reproduce import BUNDLED, SEED_CAVEATS, read_published, write_seed_report
+from compress.results import section_name
+from compress.runner import RunOutcome, run
 
 QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64}
 
@@ -46,13 +49,9 @@ def test_compare_rejects_what_is_not_a_run(tmp_path):
 
 
 def test_reproduce_seed_writes_a_report_with_the_published_column(tmp_path):
-    published = {"ghostnet": {"Total params": "5.18 M"}, "mobilenetv3_large": {}}
-    (tmp_path / "seed.json").write_text(json.dumps(published))
     result = compress_cli(
         "reproduce",
         "seed",
-        "--published",
-        "seed.json",
         "--dataset",
         "synthetic",
         "--epochs",
@@ -69,13 +68,32 @@ def test_reproduce_seed_writes_a_report_with_the_published_column(tmp_path):
     report = (tmp_path / "report/report.md").read_text()
     header = "|  | ghostnet (measured) | ghostnet (seed) | mobilenetv3_large (measured) | "
     assert header in report
-    (params,) = [line for line in report.splitlines() if line.startswith("| Total params |")]
-    cells = [cell.strip() for cell in params.split("|")[2:-1]]
-    assert cells[1] == "5.18 M" and cells[3] == "-"
+
+    def params_cells(report: str) -> list[str]:
+        (row,) = [line for line in report.splitlines() if line.startswith("| Total params |")]
+        return [cell.strip() for cell in row.split("|")[2:-1]]
+
+    bundled = json.loads(BUNDLED.read_text())  # the seed review's numbers, shipped
+    assert (
+        params_cells(report)[1::2]
+        == [
+            bundled["ghostnet"]["Total params"],
+            bundled["mobilenetv3_large"]["Total params"],
+        ]
+        == ["4,526,152", "5,481,486"]
+    )
+    assert all(caveat in report for caveat in SEED_CAVEATS)
     assert '"dataset": "synthetic"' in report and '"optimizer": "adam"' in report  # the seed's
-    runs = sorted((tmp_path / "report/runs").iterdir())
-    assert [r.name.split("-")[0] for r in runs] == ["ghostnet", "mobilenetv3_large"]
+    run_dirs = sorted((tmp_path / "report/runs").iterdir())
+    assert [r.name.split("-")[0] for r in run_dirs] == ["ghostnet", "mobilenetv3_large"]
     assert (tmp_path / "report/curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    # --published FILE overrides the bundled column
+    (tmp_path / "seed.json").write_text(json.dumps({"ghostnet": {"Total params": "5.18 M"}}))
+    outcomes = [RunOutcome(d, runs.read_json(d / runs.METRICS)) for d in run_dirs]
+    published = read_published(str(tmp_path / "seed.json"))
+    other = write_seed_report(tmp_path / "other", outcomes, published)
+    assert params_cells(other.read_text())[1::2] == ["5.18 M", "-"]
 
 
 @pytest.mark.parametrize(
@@ -88,3 +106,31 @@ def test_reproduce_seed_bad_published_file(tmp_path, content, message):
     result = compress_cli("reproduce", "seed", "--published", "seed.json", cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_report_builds_the_results_page_from_runs(two_runs, tmp_path):
+    source = two_runs[0].parent  # both runs: one section
+    result = compress_cli(
+        "report", "docs/results", str(source), "--hardware", "this CPU", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "docs/results.md").read_text()
+    section = section_name(source)
+    assert f"## {section}" in page and "- hardware: this CPU" in page
+    for run_dir in two_runs:
+        metrics = runs.read_json(run_dir / runs.METRICS)
+        summary = runs.read_json(tmp_path / f"docs/results/runs/{section}/{run_dir.name}.json")
+        assert summary["metrics"] == metrics  # the page rests on the committed summary
+        row = f"| {metrics['label']} |"
+        assert row in page and f"{100 * metrics['final_val_acc']:.2f}%" in page
+    assert '"dataset": "synthetic"' in page and '"epochs": 2' in page
+    csv = (tmp_path / f"docs/results/{section}.csv").read_text().splitlines()
+    assert len(csv) == 3 and csv[0].startswith('"run","techniques","params"')
+    assert (tmp_path / f"docs/results/{section}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_refuses_a_source_without_runs_and_writes_nothing(two_runs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = compress_cli("report", "page", str(two_runs[0].parent), "empty", cwd=tmp_path)
+    assert result.returncode == 2 and "empty holds no completed run" in result.stderr
+    assert not (tmp_path / "page").exists() and not (tmp_path / "page.md").exists()

@@ -51,13 +51,15 @@ QUICK_FIXED = {"dataset": "synthetic", "epochs": 1, "batch_size": 128}
 
 
 def quick_spec(out, **changes) -> StudySpec:
+    changes = {k: str(v) if k == "out" else v for k, v in changes.items()}
     """One prune trial on ResNet-20 over a synthetic epoch, changed where a test says."""
     values = {
         "techniques": ["prune"],
         "backbone": "resnet20",
         "objectives": ["accuracy", "macs"],
         "trials": 1,
-        "out": out,
+        "out": str(out),
+        "baselines": (),
         "fixed": QUICK_FIXED,
     }
     return StudySpec(**{**values, **changes})
@@ -102,7 +104,7 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--objectives", "accuracy,size"], "unknown objective 'size'"),
+        (["--objectives", "accuracy,size"], "--objectives must be one of accuracy, macs"),
         (["--objectives", "accuracy"], "two or three different objectives"),
         (["--techniques", "ghost,prun"], "unknown technique 'prun'"),
         (["--backbone", "resnet21"], "unknown model 'resnet21'"),

@@ -54,8 +54,10 @@ def test_two_workers_share_the_trials_none_lost_or_repeated(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     pids = {t.user_attrs[WORKER_ATTR]["pid"] for t in study.trials}
     assert len(pids) == 2  # two processes did the work, two trials each
-    # each worker samples with its own seed, so no two trials repeat each other's options
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    # each worker samples with its own seed: no two draw the same (continuous) prune ratio;
+    # ghost's 16 (s, d) points may coincide by chance, so they prove nothing here
+    ratios = [t.params["prune.ratio"] for t in study.trials if "prune.ratio" in t.params]
+    assert len(set(ratios)) == len(ratios)
     assert (tmp_path / "out/pareto/pareto.png").exists()
 
     shown = compress_cli("study", "show", "pareto", "--out", "out", cwd=tmp_path)
@@ -188,7 +190,7 @@ def test_killing_the_study_process_stops_its_workers(tmp_path):
     workers = {pid for pid in children(parent.pid) if alive(pid)}
     assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
     parent.kill()
-    parent.communicate(timeout=60)
+    parent.communicate(timeout=180)  # the pipes close when the last worker has exited
     deadline = time.monotonic() + 60
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)

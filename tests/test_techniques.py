@@ -5,7 +5,7 @@ import os
 import textwrap
 
 import pytest
-from clitools import compress_cli
+from clitools import compress_process
 
 from compress.errors import UsageError
 from compress.techniques import list_techniques, parse_composition
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from compress import register_model
 from compress.options import Options, option
 from compress.techniques import Technique
 
@@ -55,6 +56,19 @@ class Shrink(Technique):
 
     def report(self, model, config, context):
         return {"shrink_factor": config.factor}
+
+
+@register_model("tiny_cnn", input_size=32, num_classes=10)
+def tiny_cnn(num_classes=10, width=8):
+    """A two-layer net from outside the repository."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, width, 3, padding=1),
+        torch.nn.BatchNorm2d(width),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(width, num_classes),
+    )
 '''
 
 
@@ -65,24 +79,30 @@ def plugin_path(tmp_path):
     info = tmp_path / "shrink_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shrink-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[compress.techniques]\nshrink = shrink_plugin:Shrink\n")
+    (info / "entry_points.txt").write_text(
+        "[compress.techniques]\nshrink = shrink_plugin:Shrink\n"
+        "[compress.models]\nshrink_models = shrink_plugin\n"
+    )
     return tmp_path
 
 
 def test_an_installed_plugin_is_listed_and_runs_composed(plugin_path, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(plugin_path)}
+    """A package adds a technique and a model through entry points, nothing else."""
+    env = {**os.environ, "PYTHONPATH": str(plugin_path), "COLUMNS": "200"}
 
     def compress(*args):
-        return compress_cli(*args, cwd=tmp_path, env=env)
+        return compress_process(*args, cwd=tmp_path, env=env)
 
     listing = compress("list")
     assert listing.returncode == 0 and "shrink" in listing.stdout and "--factor" in listing.stdout
     assert "prune" in listing.stdout and "ghost" in listing.stdout
+    models = compress("models")
+    assert "tiny_cnn" in models.stdout and "two-layer net from outside" in models.stdout
     result = compress(
         "run",
         "shrink+baseline",
         "--model",
-        "resnet20",
+        "tiny_cnn",
         "--factor",
         "0.25",
         "--dataset",

@@ -1,9 +1,10 @@
 import pytest
 
 from baselines.cifar import vgg16
+from compress.ratios import layer_ratios
 from compress.registry import create_model
 from ghost.ghostify import ghostify
-from ghost.theory import approximate_ratio, compression_ratio, layer_ratios, speedup_ratio
+from ghost.theory import approximate_ratio, compression_ratio, speedup_ratio
 
 
 def test_equations_4_and_5():

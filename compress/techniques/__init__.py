@@ -6,6 +6,7 @@
 from compress.techniques.base import (
     RunContext,
     Technique,
+    TrainingTerm,
     get_technique,
     list_techniques,
     parse_composition,
@@ -15,6 +16,7 @@ from compress.techniques.base import (
 __all__ = [
     "RunContext",
     "Technique",
+    "TrainingTerm",
     "get_technique",
     "list_techniques",
     "parse_composition",

@@ -5,11 +5,14 @@ stage it acts in. Techniques compose in stage order, ``build`` first:
 
 - ``build``: make the network (``baseline``, ``ghost``); a run has exactly one.
 - ``transform``: change it before training (e.g. quantization-aware layers).
-- ``train``: add a loss term during training (e.g. distillation).
+- ``train``: add a training term to the loss (e.g. distillation).
 - ``post``: act on the trained network (e.g. prune, then fine-tune).
 
-Packages outside this repository add techniques through the ``compress.techniques``
-entry-point group; each entry point names a ``Technique`` subclass.
+After training, every technique's ``post_train`` runs, in ``post_order``: that is how
+quantization follows pruning. A technique keeps nothing on ``self``: what it learns
+while a run goes on is that run's, in the ``RunContext`` (``metrics``, the training
+term it returns). Packages outside this repository add techniques through the
+``compress.techniques`` entry-point group; each entry point names a ``Technique`` subclass.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from rich.console import Console
 from torch import nn
 
 from compress.data import Dataset, normalization, prepare
-from compress.engine import LossTerm, TrainConfig, train
+from compress.engine import TrainConfig, train
 from compress.errors import UsageError
 from compress.options import Options
 from compress.reports import MetricRow
@@ -46,12 +49,14 @@ _loaded = False
 
 @dataclass
 class RunContext:
-    """What a technique may use besides its own options.
+    """What a technique may use besides its own options, for one run.
 
     ``history`` is the run's list of epoch records. Training after the main run (e.g.
     fine-tuning after pruning) goes through ``train_more`` so that its epochs land there
     too, and a technique that changes the network outside training says so with
-    ``network_changed``: the run's best top-1 then counts only epochs of the delivered net.
+    ``network_changed``: the run's best top-1 then counts only epochs of the delivered
+    net. ``metrics`` takes what a technique learns while it acts (e.g. the MACs before
+    pruning); it lands in the run's metrics.json.
     """
 
     data: Dataset
@@ -59,6 +64,9 @@ class RunContext:
     console: Console
     history: list[dict[str, Any]] = field(default_factory=list)
     delivered_from: int | None = 0  # first history record that describes the final network
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # Why no training step of this run can be one CUDA graph (from its techniques).
+    graph_obstacles: list[str] = field(default_factory=list)
     # ``trained_alone(model, recipe)``: that registered model trained on this data with
     # ``recipe``, once (the runner caches it for later runs). Set by the runner.
     trained_alone: Callable[[str, TrainConfig], nn.Module] | None = None
@@ -70,7 +78,14 @@ class RunContext:
     def train_more(self, model: nn.Module, recipe: TrainConfig, phase: str) -> None:
         """Train ``model`` with ``recipe``; its epochs continue the run's history."""
         start = len(self.history)
-        state = train(model, self.data, recipe, console=self.console, phase=phase)
+        state = train(
+            model,
+            self.data,
+            recipe,
+            console=self.console,
+            phase=phase,
+            graph_obstacles=self.graph_obstacles,
+        )
         for offset, record in enumerate(state.history):
             self.history.append({**record, "epoch": start + offset + 1})
         if self.delivered_from is None:
@@ -97,20 +112,46 @@ class RunContext:
             yield inputs, labels[start : start + batch_size].to(device)
 
 
+class TrainingTerm:
+    """What a ``train``-stage technique adds to a run's loss, and undoes afterwards."""
+
+    def __call__(
+        self, inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, task: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of one step, built on ``task`` (the cross-entropy on the labels)."""
+        raise NotImplementedError
+
+    def release(self, model: nn.Module) -> nn.Module:
+        """After training: the network without the term's helpers (hooks, adapters)."""
+        return model
+
+
 class Technique:
-    """Base class: subclasses set ``config_cls`` and ``stage`` and override that stage."""
+    """Base class: subclasses set ``config_cls`` and ``stage`` and override that stage.
+
+    Every hook takes the technique's config (an instance of ``config_cls``) and the run's
+    ``RunContext``; per-run state goes there, never on ``self``.
+    """
 
     name: ClassVar[str]
     config_cls: ClassVar[type[Options]]
     stage: ClassVar[str]
     summary: ClassVar[str] = ""
-    incompatible_with: ClassVar[tuple[str, ...]] = ()
     restructures: ClassVar[bool] = False  # changes layer shapes after training (pruning)
     post_order: ClassVar[int] = 0  # ``post_train`` runs in this order (ties: stage order)
     metric_rows: ClassVar[tuple[MetricRow, ...]] = ()  # what ``report`` adds, for tables
 
     def build_model(self, config: Any, num_classes: int, image_size: int) -> nn.Module:
-        """``build``: the network to train."""
+        """``build``: the network to train.
+
+        Args:
+            config: the technique's options.
+            num_classes: the data set's classes.
+            image_size: the side of the network's input.
+
+        Returns:
+            A freshly initialised ``nn.Module``.
+        """
         raise NotImplementedError
 
     def on_backbone(self, backbone: str) -> dict[str, Any]:
@@ -119,25 +160,43 @@ class Technique:
         return {}
 
     def transform(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
-        """``transform``: the network to train instead of ``model``."""
+        """``transform``: before training.
+
+        Returns:
+            The network to train instead of ``model`` (which it may change in place).
+        """
         raise NotImplementedError
 
-    def loss_term(self, model: nn.Module, config: Any, context: RunContext) -> LossTerm:
-        """``train``: ``f(inputs, logits, labels)`` added to the cross-entropy."""
-        raise NotImplementedError
+    def loss_term(self, model: nn.Module, config: Any, context: RunContext) -> TrainingTerm:
+        """``train``: set up what this technique adds to the loss.
 
-    def after_training(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
-        """Any stage: tidy up once training ends (drop helpers such as KD adapters)."""
-        return model
+        Returns:
+            A ``TrainingTerm``, called at every step and released after training.
+        """
+        raise NotImplementedError
 
     def post_train(self, model: nn.Module, config: Any, context: RunContext) -> nn.Module:
-        """After training, any stage: the final network made from the trained one."""
+        """After training, whatever the stage (a ``post`` technique's main hook).
+
+        Returns:
+            The network to deliver, made from the trained ``model``.
+        """
         return model
+
+    def report(self, model: nn.Module, config: Any, context: RunContext) -> dict[str, Any]:
+        """Numbers this technique adds to metrics.json for the delivered ``model``; each
+        key it shows in tables has a row in ``metric_rows``."""
+        return {}
 
     def changes_training(self, config: Any) -> bool:
         """Whether the technique acts before or during training (then a run cannot start
         from a shared trained backbone); post-training techniques do not."""
         return self.stage in ("transform", "train")
+
+    def graph_obstacle(self, config: Any) -> str | None:
+        """Why a training step with this technique cannot be captured as one CUDA graph,
+        or None when it can."""
+        return None
 
     def restore(self, model: nn.Module, config: Any, record: dict[str, Any]) -> nn.Module:
         """Loading a finished run: give the freshly built network the structure this
@@ -157,9 +216,11 @@ class Technique:
         scales): counted apart from the network's params."""
         return []
 
-    def report(self, model: nn.Module, config: Any, context: RunContext) -> dict[str, Any]:
-        """Numbers this technique adds to metrics.json (and what they mean)."""
-        return {}
+    def onnx_exporter(self, config: Any) -> Callable[..., None] | None:
+        """How a network this technique changed is written as ONNX, called as
+        ``exporter(model, example, path, **torch_onnx_options)``; None: plain
+        ``torch.onnx.export`` serves (the network is ordinary float modules)."""
+        return None
 
     def reference_model(self, config: Any) -> str | None:
         """Registry name of the uncompressed model this result should be read against."""
@@ -229,9 +290,5 @@ def parse_composition(spec: str) -> list[str]:
         raise UsageError(f"{' and '.join(builders)} both build the model; keep one")
     if not builders:
         techniques.insert(0, get_technique("baseline"))
-    for technique in techniques:
-        clash = [t.name for t in techniques if t.name in technique.incompatible_with]
-        if clash:
-            raise UsageError(f"{technique.name} cannot be combined with {clash[0]}")
     techniques.sort(key=lambda t: STAGES.index(t.stage))
     return [t.name for t in techniques]

@@ -25,6 +25,9 @@ class Baseline(Technique):
     def build_model(self, config: BaselineConfig, num_classes: int, image_size: int) -> nn.Module:
         return create_model(config.model, num_classes=num_classes)
 
+    def reference_model(self, config: BaselineConfig) -> str:
+        return config.model  # a compressed copy of it is read against it as it is
+
     def on_backbone(self, backbone: str) -> dict[str, str]:
         return {"model": backbone}
 

@@ -28,12 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.engine import LossTerm
 from compress.errors import UsageError
 from compress.loading import load
 from compress.measure import forward_with_hooks
 from compress.options import Options, option
-from compress.techniques.base import RunContext, Technique, register_technique
+from compress.techniques.base import RunContext, Technique, TrainingTerm, register_technique
 
 KINDS = ("output", "feature", "attention")
 
@@ -180,69 +179,91 @@ def load_teacher(config: DistillConfig, context: RunContext) -> nn.Module:
     return context.trained_alone(config.teacher, recipe)
 
 
+class OutputDistillation(TrainingTerm):
+    """``(1 - alpha) CE + alpha T^2 KL``: the student's logits against the teacher's."""
+
+    def __init__(self, teacher: nn.Module, config: DistillConfig) -> None:
+        self.teacher, self.config = teacher, config
+
+    def __call__(
+        self, inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, task: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.teacher(inputs)
+        kd = kd_loss(logits.float(), target.float(), self.config.temperature)
+        return (1 - self.config.alpha) * task + self.config.alpha * kd
+
+
+class FeatureDistillation(TrainingTerm):
+    """Attention transfer or hints between paired feature maps, read through forward
+    hooks; the hooks and the hints' adapters go when training ends."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        config: DistillConfig,
+        pairs: list[tuple[str, str]],
+        example: torch.Tensor,
+    ) -> None:
+        self.teacher, self.config = teacher, config
+        self.student_taps = [FeatureTap(student, name) for name, _ in pairs]
+        self.teacher_taps = [FeatureTap(teacher, name) for _, name in pairs]
+        self.adapters: list[nn.Conv2d] = []
+        if config.kind == "feature":
+            with torch.no_grad():
+                student.eval()(example)
+                teacher(example)
+            self.adapters = [
+                nn.Conv2d(s.value.shape[1], t.value.shape[1], 1).to(example.device)
+                for s, t in zip(self.student_taps, self.teacher_taps, strict=True)
+            ]
+            # Trained with the student (it owns them), dropped after training.
+            student.add_module("kd_adapters", nn.ModuleList(self.adapters))
+
+    def __call__(
+        self, inputs: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, task: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            self.teacher(inputs)
+        maps = [
+            (s.value.float(), t.value.float())
+            for s, t in zip(self.student_taps, self.teacher_taps, strict=True)
+        ]
+        if self.config.kind == "attention":
+            distance = sum(attention_loss(student, target) for student, target in maps)
+            return task + self.config.beta / 2 * distance
+        hints = sum(
+            F.mse_loss(resized_like(adapter(student), target), target)
+            for adapter, (student, target) in zip(self.adapters, maps, strict=True)
+        )
+        return task + self.config.hint_weight * hints
+
+    def release(self, model: nn.Module) -> nn.Module:
+        for tap in self.student_taps:
+            tap.handle.remove()
+        if hasattr(model, "kd_adapters"):
+            del model.kd_adapters
+        return model
+
+
 @register_technique("distill")
 class Distill(Technique):
     stage = "train"
     config_cls = DistillConfig
     summary = "knowledge distillation: output, feature (hint) or attention transfer"
 
-    def loss_term(self, model: nn.Module, config: DistillConfig, context: RunContext) -> LossTerm:
+    def graph_obstacle(self, config: DistillConfig) -> str:
+        return "distillation runs a teacher in the step, which is not captured"
+
+    def loss_term(
+        self, model: nn.Module, config: DistillConfig, context: RunContext
+    ) -> TrainingTerm:
         teacher = load_teacher(config, context)
         device = next(model.parameters()).device
         teacher.to(device).eval().requires_grad_(False)
         if config.kind == "output":
-
-            def output_term(
-                inputs: torch.Tensor, logits: torch.Tensor, _labels: Any, task: torch.Tensor
-            ) -> torch.Tensor:
-                with torch.no_grad():
-                    target = teacher(inputs)
-                kd = kd_loss(logits.float(), target.float(), config.temperature)
-                return (1 - config.alpha) * task + config.alpha * kd
-
-            return output_term
+            return OutputDistillation(teacher, config)
         example = context.example(device)
         pairs = paired_layers(config, model, teacher, example)
-        student_taps = [FeatureTap(model, name) for name, _ in pairs]
-        teacher_taps = [FeatureTap(teacher, name) for _, name in pairs]
-        self._student_taps = student_taps
-        adapters: list[nn.Conv2d] = []
-        if config.kind == "feature":
-            with torch.no_grad():
-                model.eval()(example)
-                teacher(example)
-            adapters = [
-                nn.Conv2d(s.value.shape[1], t.value.shape[1], 1).to(device)
-                for s, t in zip(student_taps, teacher_taps, strict=True)
-            ]
-            # Trained with the student, dropped after training.
-            model.add_module("kd_adapters", nn.ModuleList(adapters))
-
-        def feature_term(
-            inputs: torch.Tensor, _logits: Any, _labels: Any, task: torch.Tensor
-        ) -> torch.Tensor:
-            with torch.no_grad():
-                teacher(inputs)
-            maps = [
-                (s.value.float(), t.value.float())
-                for s, t in zip(student_taps, teacher_taps, strict=True)
-            ]
-            if config.kind == "attention":
-                distance = sum(attention_loss(student, target) for student, target in maps)
-                return task + config.beta / 2 * distance
-            hints = sum(
-                F.mse_loss(resized_like(adapter(student), target), target)
-                for adapter, (student, target) in zip(adapters, maps, strict=True)
-            )
-            return task + config.hint_weight * hints
-
-        return feature_term
-
-    def after_training(
-        self, model: nn.Module, config: DistillConfig, context: RunContext
-    ) -> nn.Module:
-        for tap in getattr(self, "_student_taps", []):
-            tap.handle.remove()
-        if hasattr(model, "kd_adapters"):
-            del model.kd_adapters
-        return model
+        return FeatureDistillation(model, teacher, config, pairs, example)

@@ -1,8 +1,8 @@
-"""``ghost``: GhostNet from scratch, or any backbone with its convs made Ghost modules."""
+"""``ghost``: a Ghost model of the paper (GhostNet, Ghost-VGG-16, Ghost-ResNets) from
+scratch, or any backbone with its convs made Ghost modules (``ghostify``)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,25 +10,24 @@ from torch import nn
 
 from compress.errors import UsageError
 from compress.options import Options, option
-from compress.registry import create_model
+from compress.registry import create_model, get_entry, models_of
 from compress.reports import MetricRow
 from compress.techniques.base import RunContext, Technique, register_technique
 from ghost.ghostify import ghostify
 from ghost.module import GhostModule, check_ghost_options
 
-GHOST_MODELS = (
-    "ghostnet",
-    "ghost_vgg16",
-    "ghost_resnet20",
-    "ghost_resnet32",
-    "ghost_resnet44",
-    "ghost_resnet56",
-    "ghost_resnet110",
-)
+GHOST_MODELS = tuple(models_of("ghost"))
+# What s and d mean, for every command that takes them.
+S_HELP = "Ghost ratio s: 1/s of the maps come from the real conv (>= 2)"
+D_HELP = "Ghost cheap depthwise kernel d (odd)"
 
 
-def builds_ghostnet(options: dict[str, Any]) -> bool:
-    return options.get("backbone") is None and options.get("model", "ghostnet") == "ghostnet"
+def takes(options: dict[str, Any], option_name: str) -> bool:
+    """Whether the network these options build takes ``option_name`` (a ghostified
+    backbone takes none of a Ghost model's own, e.g. GhostNet's width)."""
+    if options.get("backbone") is not None:
+        return False
+    return option_name in get_entry(options.get("model", "ghostnet")).options
 
 
 @dataclass
@@ -37,16 +36,15 @@ class GhostConfig(Options):
     backbone: str | None = option(None, "ghostify this model instead (e.g. vgg16, timm:NAME)")
     width: float = option(
         1.0,
-        "GhostNet width multiplier",
+        "width multiplier (GhostNet)",
         low=0,
         low_open=True,
+        high=8,
         search=("choice", 0.5, 0.75, 1.0, 1.3),
-        applies=lambda options: builds_ghostnet(options),
+        applies=lambda options: takes(options, "width"),
     )
-    s: int = option(
-        2, "ratio s: 1/s of the maps come from the real conv", low=2, search=("int", 2, 5)
-    )
-    d: int = option(3, "cheap depthwise kernel d (odd)", low=1, search=("choice", 1, 3, 5, 7))
+    s: int = option(2, S_HELP, low=2, search=("int", 2, 5))
+    d: int = option(3, D_HELP, low=1, search=("choice", 1, 3, 5, 7))
     keep_first: bool = option(True, "leave the backbone's first conv plain")
     cifar_strides: bool = option(
         False, "GhostNet's CIFAR variant: 8x instead of 32x downsampling (4x the MACs at 32px)"
@@ -59,6 +57,11 @@ class GhostConfig(Options):
             raise UsageError(str(error)) from None
         if self.backbone is not None and self.model != "ghostnet":
             raise UsageError("give either --model or --backbone, not both")
+        given = {"width": self.width != 1.0, "cifar": self.cifar_strides}
+        for name, changed in given.items():
+            if changed and not takes({"model": self.model, "backbone": self.backbone}, name):
+                flag = "--cifar-strides" if name == "cifar" else f"--{name}"
+                raise UsageError(f"{flag} does not apply to {self.backbone or self.model}")
 
 
 @register_technique("ghost")
@@ -69,26 +72,20 @@ class Ghost(Technique):
     metric_rows = (MetricRow("ghost_modules", "Ghost modules", optional=True),)
 
     def build_model(self, config: GhostConfig, num_classes: int, image_size: int) -> nn.Module:
-        if builds_ghostnet(dataclasses.asdict(config)):
-            return create_model(
-                "ghostnet",
-                num_classes=num_classes,
-                width=config.width,
-                s=config.s,
-                d=config.d,
-                cifar=config.cifar_strides,
-            )
-        if config.backbone is None:
-            return create_model(
-                config.model,
-                num_classes=num_classes,
-                s=config.s,
-                d=config.d,
-                keep_first=config.keep_first,
-            )
-        model = create_model(config.backbone, num_classes=num_classes)
-        ghostify(model, config.s, config.d, config.keep_first)
-        return model
+        if config.backbone is not None:
+            model = create_model(config.backbone, num_classes=num_classes)
+            ghostify(model, config.s, config.d, config.keep_first)
+            return model
+        options = {
+            "width": config.width,
+            "s": config.s,
+            "d": config.d,
+            "keep_first": config.keep_first,
+            "cifar": config.cifar_strides,
+        }
+        taken = get_entry(config.model).options
+        chosen = {name: value for name, value in options.items() if name in taken}
+        return create_model(config.model, num_classes=num_classes, **chosen)
 
     def report(self, model: nn.Module, config: GhostConfig, context: RunContext) -> dict[str, Any]:
         return {"ghost_modules": sum(isinstance(m, GhostModule) for m in model.modules())}
@@ -96,10 +93,8 @@ class Ghost(Technique):
     def on_backbone(self, backbone: str) -> dict[str, str]:
         return {"model": backbone} if backbone in GHOST_MODELS else {"backbone": backbone}
 
-    def reference_model(self, config: GhostConfig) -> str:
-        if config.backbone:
-            return config.backbone
-        return "mobilenetv3_large" if config.model == "ghostnet" else config.model[len("ghost_") :]
+    def reference_model(self, config: GhostConfig) -> str | None:
+        return config.backbone or get_entry(config.model).reference
 
     def label(self, config: GhostConfig) -> str:
         base = config.backbone.replace(":", "-") if config.backbone else config.model

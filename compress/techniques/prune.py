@@ -192,18 +192,18 @@ class Prune(Technique):
         example = context.example(device)
         model.eval()
         delivered = context.history[context.delivered_from or 0 :] if context.history else []
-        self._before = {
-            "unpruned_params": sum(p.numel() for p in model.parameters()),
-            "unpruned_macs": count_macs(model, example),
-            "before_prune_val_acc": context.history[-1]["val_acc"] if context.history else None,
-            "before_prune_best_val_acc": max((r["val_acc"] for r in delivered), default=None),
-        }
+        context.metrics.update(
+            unpruned_params=sum(p.numel() for p in model.parameters()),
+            unpruned_macs=count_macs(model, example),
+            before_prune_val_acc=context.history[-1]["val_acc"] if context.history else None,
+            before_prune_best_val_acc=max((r["val_acc"] for r in delivered), default=None),
+        )
         if config.method == "weights":
             return self._mask(model, config, context)
         ratio = config.ratio
         if config.target_macs is not None:
             ratio = ratio_for_target(model, config, example)
-        self._ratio = ratio
+        context.metrics["prune_ratio_used"] = ratio
         pruner = _pruner(model, config, ratio, example)
         for step in range(config.steps):
             if config.importance == "taylor":
@@ -252,19 +252,18 @@ class Prune(Technique):
         example = context.example(next(model.parameters()).device)
         model.eval()
         macs = count_macs(model, example)
+        before = context.metrics
         result = {
             "prune_kind": WEIGHTS if config.method == "weights" else CHANNELS,
-            **self._before,
             "nonzero_macs_est": nonzero_macs(model, example),
         }
         if config.method == "channels":
-            result["prune_ratio_used"] = self._ratio
-            result["macs_fraction"] = macs / self._before["unpruned_macs"]
+            result["macs_fraction"] = macs / before["unpruned_macs"]
             result["params_fraction"] = (
-                sum(p.numel() for p in model.parameters()) / self._before["unpruned_params"]
+                sum(p.numel() for p in model.parameters()) / before["unpruned_params"]
             )
             if config.target_macs is not None:
-                result["target_macs"] = round(config.target_macs * self._before["unpruned_macs"])
+                result["target_macs"] = round(config.target_macs * before["unpruned_macs"])
         return result
 
 

@@ -27,8 +27,10 @@ trains it quantized for ``--qat-epochs``. After pruning, only the last two apply
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -292,6 +294,11 @@ class Quantize(Technique):
     def changes_training(self, config: QuantizeConfig) -> bool:
         return config.mode == "qat"
 
+    def graph_obstacle(self, config: QuantizeConfig) -> str | None:
+        if config.mode == "ptq":
+            return None
+        return "brevitas quantizers have not been checked under graph capture"
+
     def transform(self, model: nn.Module, config: QuantizeConfig, context: RunContext) -> nn.Module:
         if config.mode == "qat":
             device = next(model.parameters()).device
@@ -329,6 +336,14 @@ class Quantize(Technique):
     def auxiliary_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return quantizer_parameters(model)
 
+    def onnx_exporter(self, config: QuantizeConfig) -> Callable[..., None]:
+        if min(config.weight_bits, config.act_bits) < 2:
+            raise UsageError(
+                "a 1-bit network has no ONNX form: QuantizeLinear needs at least 2 bits "
+                "(brevitas' QCDQ export); 2- to 8-bit runs export"
+            )
+        return export_qcdq
+
     def report(
         self, model: nn.Module, config: QuantizeConfig, context: RunContext
     ) -> dict[str, Any]:
@@ -344,3 +359,11 @@ class Quantize(Technique):
                 name: bits.to_record() for name, bits in quantized_layers(model).items()
             },
         }
+
+
+def export_qcdq(model: nn.Module, example: torch.Tensor, path: Path, **options: Any) -> None:
+    """The quantized network as QCDQ ONNX: QuantizeLinear / Clip / DequantizeLinear around
+    each layer, which ONNX Runtime fuses into integer kernels (QLinearConv, MatMulInteger)."""
+    from brevitas.export import export_onnx_qcdq
+
+    export_onnx_qcdq(model, args=example, export_path=str(path), **options)

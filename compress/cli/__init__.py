@@ -1,0 +1,64 @@
+"""The ``compress`` command line: one module per command, errors as one line, exit code 2.
+
+Every flag comes from an ``Options`` dataclass (a technique's config, the data and
+training recipes, a study, a command's own options), so ``--help`` shows each default
+and choice, and the same names reach the records and the Python API.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from compress.cli import (
+    analysis,
+    compare,
+    export,
+    listing,
+    profile,
+    report,
+    reproduce,
+    run,
+    study,
+)
+from compress.cli.common import OneLineParser
+from compress.errors import UsageError
+from compress.reports import error_console
+
+COMMANDS = (profile, listing, run, compare, export, reproduce, report, analysis, study)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="compress",
+        description="Compare CNN compression techniques by accuracy per FLOP, param and ms.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_to(commands)
+    return parser
+
+
+def _terminate(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: checkpoint, status, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[..., int | None] = args.handler
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return handler(args) or 0
+    except UsageError as error:
+        error_console.print(
+            f"compress {args.command}: error: {error}", highlight=False, soft_wrap=True
+        )
+        return 2
+    except KeyboardInterrupt:  # `run` says more; studies keep every finished trial
+        error_console.print(f"compress {args.command}: interrupted", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

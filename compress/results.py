@@ -1,0 +1,225 @@
+"""The results page: ``compress report PAGE SOURCE...`` rebuilds it from finished runs.
+
+Each SOURCE directory (runs anywhere below it) becomes one section: a table of its runs,
+the data, recipe, hardware, command and wall time of each, their curves overlaid
+(``PAGE/<section>.png``) and a CSV (``PAGE/<section>.csv``). Every run's summary (its
+config and final metrics, no weights) is copied to ``PAGE/runs/<section>/<run>.json``,
+so each published number can be traced to a committed record. The page is written
+whole or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from compress import runs
+from compress.errors import UsageError
+from compress.plots import plot_compare
+from compress.reproduce import markdown_table
+from compress.techniques import get_technique
+
+# Keys of a run's config.json that say how it ran, in the order a reader wants them.
+DATA_KEYS = ("dataset", "train_size", "test_size")
+RECIPE_KEYS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "precise_bn", "init")
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    key: str
+    cell: Any  # (value, metrics) -> str
+
+
+def _count(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{value / 1e6:.3f} M" if value >= 1e5 else f"{value:,}"
+
+
+def _percent(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _seconds(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{value / 60:.1f} min"
+
+
+def _epochs(value: Any, metrics: Mapping[str, Any]) -> str:
+    return str(len(metrics.get("history", [])))
+
+
+COLUMNS = (
+    Column("params", "params", _count),
+    Column("MACs", "macs", _count),
+    Column("BOPs", "bops", _count),
+    Column("top-1 (final)", "final_val_acc", _percent),
+    Column("top-1 (best epoch)", "best_val_acc", _percent),
+    Column("epochs", "history", _epochs),
+    Column("wall time", "train_time_s", _seconds),
+)
+
+
+@dataclass
+class FinishedRun:
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def options(self) -> str:
+        """Each technique with the options it was given that differ from its defaults."""
+        parts = []
+        for use in self.config.get("techniques", []):
+            defaults = _defaults(use["name"])
+            shown = ", ".join(
+                f"{k}={v}" for k, v in use.get("options", {}).items() if defaults.get(k) != v
+            )
+            parts.append(f"{use['name']}({shown})" if shown else use["name"])
+        return " + ".join(parts)
+
+    @property
+    def command(self) -> str:
+        argv = self.config.get("argv", [])
+        words = ["compress", *argv[1:]] if argv else []
+        return " ".join(words)
+
+    def summary(self) -> dict[str, Any]:
+        """What the page rests on: the config, and the metrics with their epoch history."""
+        return {"config": self.config, "metrics": self.metrics}
+
+
+def _defaults(technique: str) -> dict[str, Any]:
+    try:
+        config_cls = get_technique(technique).config_cls
+    except UsageError:  # a plugin this installation lacks: show every option
+        return {}
+    return {f.name: f.default for f in fields(config_cls)}
+
+
+def finished_runs(source: Path) -> list[FinishedRun]:
+    """Completed runs anywhere under ``source`` (a run directory counts too), oldest first."""
+    if not source.is_dir():
+        raise UsageError(f"{source} is not a directory")
+    found = []
+    for config_path in sorted(source.rglob(runs.CONFIG)):
+        run_dir = config_path.parent
+        if not (run_dir / runs.METRICS).is_file():
+            continue
+        metrics = runs.read_metrics(run_dir)
+        if metrics.get("status") == "completed":
+            found.append(FinishedRun(run_dir, runs.read_json(config_path), metrics))
+    if not found:
+        raise UsageError(f"{source} holds no completed run")
+    return sorted(found, key=lambda run: run.config.get("created", ""))
+
+
+def section_name(source: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", source.resolve().name).strip("-.")
+    return name or "runs"
+
+
+def _protocol(found: Sequence[FinishedRun]) -> list[str]:
+    """One line each for the data and the recipe: shared by the section, or per run."""
+    lines = []
+    for title, part, keys in (("data", "data", DATA_KEYS), ("recipe", "train", RECIPE_KEYS)):
+        values = {
+            json.dumps({k: v for k, v in run.config.get(part, {}).items() if k in keys})
+            for run in found
+        }
+        shown = "; ".join(sorted(values))
+        lines.append(f"- {title}: `{shown}`")
+    return lines
+
+
+def write_section(
+    source: Path, directory: Path, hardware: str
+) -> tuple[str, list[tuple[Path, str]]]:
+    """A section's markdown and its files (path, what to write): the figure is drawn
+    into ``directory`` at once, everything else is returned to be written together."""
+    found = finished_runs(source)
+    name = section_name(source)
+    header = ["run", "techniques", *(c.title for c in COLUMNS)]
+    rows = [
+        [run.metrics["label"], run.options, *(_cell(c, run.metrics) for c in COLUMNS)]
+        for run in found
+    ]
+    commands = [f"- `{run.metrics['label']}`: `{run.command}`" for run in found]
+    total = sum(run.metrics.get("train_time_s") or 0 for run in found)
+    total += sum(run.metrics.get("post_time_s") or 0 for run in found)
+    figure = directory / f"{name}.png"
+    with_epochs = [(run.metrics["label"], run.metrics["history"]) for run in found]
+    plot_compare([entry for entry in with_epochs if entry[1]], figure)
+    files = [
+        (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary()))
+        for run in found
+    ]
+    csv_rows = [header, *rows]
+    csv = "\n".join(",".join(f'"{cell}"' for cell in row) for row in csv_rows) + "\n"
+    files.append((directory / f"{name}.csv", csv))
+    text = "\n".join(
+        [
+            f"## {name}",
+            "",
+            *_protocol(found),
+            f"- hardware: {hardware}",
+            f"- wall time, all runs: {total / 60:.1f} min (training and post-training)",
+            f"- run summaries: [{directory.name}/runs/{name}/]({directory.name}/runs/{name}/)",
+            "",
+            markdown_table(header, rows),
+            "",
+            f"![curves, dashed train, solid val]({directory.name}/{name}.png)",
+            "",
+            "Commands:",
+            "",
+            *commands,
+            "",
+        ]
+    )
+    return text, files
+
+
+def _cell(column: Column, metrics: Mapping[str, Any]) -> str:
+    value = metrics.get(column.key)
+    return "-" if value is None else column.cell(value, metrics)
+
+
+def build_page(
+    page: Path, sources: Sequence[Path], hardware: str, intro: Path | None = None
+) -> Path:
+    """``page``.md and the ``page`` folder of figures, CSVs and run summaries."""
+    directory = page.with_suffix("")
+    markdown = page.with_suffix(".md")
+    if intro is not None and not intro.is_file():
+        raise UsageError(f"--intro {intro} does not exist")
+    names = [section_name(source) for source in sources]
+    if len(set(names)) != len(names):
+        raise UsageError("two sources have the same directory name: sections need their own")
+    for source in sources:
+        finished_runs(source)  # every source checked before anything is written
+    runs.check_root(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    sections, files = [], []
+    for source in sources:
+        text, written = write_section(source, directory, hardware)
+        sections.append(text)
+        files += written
+    for path, content in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write(path, lambda tmp, content=content: tmp.write_text(content))
+    today = dt.date.today().isoformat()
+    head = [
+        "# Results",
+        "",
+        f"Built by `compress report` on {today} from the runs summarised under "
+        f"[{directory.name}/runs/]({directory.name}/runs/); rebuild it rather than edit it.",
+        "",
+    ]
+    if intro is not None:
+        head += [intro.read_text().strip(), ""]
+    text = "\n".join(head + sections)
+    runs.atomic_write(markdown, lambda tmp: tmp.write_text(text))
+    return markdown

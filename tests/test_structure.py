@@ -1,0 +1,71 @@
+"""The packages' one direction of dependency, and every registered model built and measured."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.measure import profile_model
+from compress.registry import create_model, get_entry, list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+# Which top-level packages each may import: model code imports none of the framework.
+ALLOWED = {
+    "baselines": {"baselines"},
+    "ghost": {"ghost", "baselines"},
+    "compress": {"compress", "ghost", "baselines"},
+    "studies": {"studies", "compress", "ghost", "baselines"},
+}
+OURS = set(ALLOWED)
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level names of this project's packages that ``path`` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name for name in names if name.split(".")[0] in OURS}
+    return found
+
+
+def test_dependencies_point_one_way():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            in_cli = path.parent.name == "cli" and path.parent.parent.name == "compress"
+            for name in imports(path):
+                top = name.split(".")[0]
+                if top == "studies" and in_cli:
+                    continue  # the command line builds on everything
+                if top not in allowed or (name.startswith("compress.cli") and not in_cli):
+                    wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_nothing_imports_the_command_line():
+    users = [
+        path.relative_to(ROOT)
+        for package in ALLOWED
+        for path in (ROOT / package).rglob("*.py")
+        if "cli" not in path.parts
+        and any(name.startswith("compress.cli") for name in imports(path))
+    ]
+    assert not users
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_builds_and_is_measured(name):
+    entry = get_entry(name)
+    size = 32 if entry.input_size == 32 else 64  # small: a forward pass, not a benchmark
+    model = create_model(name, num_classes=10)
+    profile = profile_model(model, size, latency_repeats=0)
+    assert profile.params > 0 and profile.macs > 0
+    assert model.eval()(torch.zeros(2, 3, size, size)).shape == (2, 10)
+    if entry.reference is not None:
+        get_entry(entry.reference)  # what it is read against is registered too
