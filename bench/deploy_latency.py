@@ -32,6 +32,7 @@ from compress.loading import load_run
 from compress.measure import count_macs, latencies_ms
 
 QUICK = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "train_size": 128}
+INT8 = {"weight_bits": 8, "act_bits": 8}
 
 
 def trained(out: Path, technique: str, **options: object) -> tuple[torch.nn.Module, object]:
@@ -84,7 +85,10 @@ def main() -> None:
         console.print(compare("GhostNet vs MobileNetV3-Large", mobile, 224, args))
         resnet = [
             ("resnet20 fp32", *trained(out, "baseline", model="resnet20")),
-            ("resnet20 int8 (PTQ)", *trained(out, "quantize", model="resnet20", mode="ptq")),
+            (
+                "resnet20 int8 (PTQ)",
+                *trained(out, "quantize", model="resnet20", mode="ptq", **INT8),
+            ),
         ]
         console.print(compare("ResNet-20, fp32 vs 8-bit", resnet, 32, args))
         vgg = [

@@ -243,6 +243,7 @@ def export_run(
         "form": "float" if exporter is None else "integer (QCDQ)",
         "onnx_bytes": path.stat().st_size,
         "threads": threads,
+        "run_top1": loaded.metrics.get("final_val_acc"),
         **top1_side_by_side(loaded.model, session, data, input_record),
     }
     allowed = max(TOLERANCE[exporter is not None], 2 / len(data.test_x))

@@ -15,7 +15,7 @@ from compress.deploy import export_onnx, export_run, fold_batchnorm, ort_session
 from compress.errors import UsageError
 from studies.objectives import recorded
 
-QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64}
+QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "train_size": 256}
 
 
 def test_folding_batchnorm_keeps_the_function_and_removes_every_norm():
@@ -56,6 +56,13 @@ def test_a_float_export_runs_in_onnx_runtime_with_any_batch(tmp_path):
     ("technique", "options", "form", "integer_op"),
     [
         ("prune", {"model": "resnet20", "ratio": 0.5}, "float", None),
+        ("ghost", {"backbone": "resnet20"}, "float", None),
+        (
+            "distill",
+            {"model": "resnet20", "teacher": "resnet20", "kind": "attention"},
+            "float",
+            None,
+        ),
         (
             "quantize",
             {"model": "resnet20", "weight_bits": 8, "act_bits": 8},
@@ -70,6 +77,7 @@ def test_a_run_exports_and_gives_pytorchs_answers(tmp_path, technique, options, 
     assert result["form"] == form
     assert result["check"].startswith("passed"), result["check"]
     assert abs(result["ort_top1"] - result["torch_top1"]) <= 0.01
+    assert result["torch_top1"] == pytest.approx(outcome.metrics["final_val_acc"])  # same net
     assert set(result["ort_latency_ms"]) == {"1", "4"}
     ops = {node.op_type for node in onnx.load(result["path"]).graph.node}
     if integer_op:

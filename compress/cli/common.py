@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from compress.data import DataConfig
+from compress.engine import TrainConfig
 from compress.options import add_arguments, explicit
 
 
@@ -40,6 +42,14 @@ def command(
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """The flags of an options dataclass whose defaults argparse shows and fills in."""
     add_arguments(parser, cls, title, keep_defaults=True)
+
+
+def add_recipe(parser: argparse.ArgumentParser, default: str = "") -> None:
+    """The data and training options every training command takes (``default``: what
+    their defaults are, when a preset changes them)."""
+    suffix = f" (default: {default})" if default else ""
+    add_arguments(parser, DataConfig, f"data{suffix}")
+    add_arguments(parser, TrainConfig, f"training{suffix}")
 
 
 def options_of(cls: type, args: argparse.Namespace, **extra: Any) -> Any:

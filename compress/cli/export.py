@@ -43,6 +43,8 @@ def execute(args: argparse.Namespace) -> int:
     table.add_row("size", f"{result['onnx_bytes'] / 1e6:.2f} MB")
     table.add_row("top-1, ONNX Runtime", f"{100 * result['ort_top1']:.2f}%")
     table.add_row("top-1, PyTorch", f"{100 * result['torch_top1']:.2f}%")
+    if result["run_top1"] is not None:
+        table.add_row("top-1, as the run recorded it", f"{100 * result['run_top1']:.2f}%")
     table.add_row("check", result["check"])
     for key, label in (("ort_latency_ms", "ONNX Runtime"), ("torch_latency_ms", "PyTorch")):
         for batch, value in result.get(key, {}).items():

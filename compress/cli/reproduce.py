@@ -6,10 +6,10 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.cli.common import add_options, command, given, options_of
+from compress.cli.common import add_options, add_recipe, command, given, options_of
 from compress.data import DataConfig
 from compress.engine import TrainConfig
-from compress.options import Options, add_arguments, option
+from compress.options import Options, option
 from compress.reports import console, stderr_console
 from compress.reproduce import SEED_MODELS, read_published, reproduce_seed
 from compress.runner import RunSpec
@@ -49,5 +49,4 @@ def add_to(commands: argparse._SubParsersAction) -> None:
         execute,
     )
     add_options(seed, SeedOptions, "report")
-    add_arguments(seed, DataConfig, "data (default: the seed's CIFAR-10)")
-    add_arguments(seed, TrainConfig, "training (default: the seed's protocol)")
+    add_recipe(seed, "the seed's protocol on CIFAR-10")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compress import runner, runs
-from compress.cli.common import OneLineParser, add_options, command, given, options_of
+from compress.cli.common import OneLineParser, add_options, add_recipe, command, given, options_of
 from compress.data import DataConfig
 from compress.engine import TrainConfig, TrainingInterrupted
 from compress.errors import UsageError
@@ -54,8 +54,7 @@ def technique_parser(composition: str) -> argparse.ArgumentParser:
                 raise UsageError(f"{seen[field.name]} and {name} both declare --{field.name}")
             seen[field.name] = name
         add_arguments(parser, technique.config_cls, f"{name}: {technique.summary}")
-    add_arguments(parser, DataConfig, "data")
-    add_arguments(parser, TrainConfig, "training")
+    add_recipe(parser)
     add_options(parser, RunSettings, "run")
     return parser
 

@@ -6,11 +6,11 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.cli.common import add_options, command, given, options_of
+from compress.cli.common import add_options, add_recipe, command, given, options_of
 from compress.data import DataConfig
 from compress.engine import TrainConfig
 from compress.errors import UsageError
-from compress.options import Options, add_arguments, option
+from compress.options import Options, option
 from compress.reports import console, stderr_console
 from compress.runner import RunSpec
 
@@ -96,8 +96,7 @@ def add_to(commands: argparse._SubParsersAction) -> None:
         studies, "pareto", "multi-objective study: accuracy vs cost", PARETO_EXAMPLES, pareto
     )
     add_options(chosen, StudySpec, "study")
-    add_arguments(chosen, DataConfig, "data")
-    add_arguments(chosen, TrainConfig, "training")
+    add_recipe(chosen)
     shown = command(studies, "show", "redraw a study's table, plot and export", SHOW_EXAMPLES, show)
     add_options(shown, ShowOptions, "show")
     grid = command(
@@ -108,5 +107,4 @@ def add_to(commands: argparse._SubParsersAction) -> None:
         ablation,
     )
     add_options(grid, AblationOptions, "ablation")
-    add_arguments(grid, DataConfig, "data")
-    add_arguments(grid, TrainConfig, "training")
+    add_recipe(grid)
