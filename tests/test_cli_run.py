@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from compress.registry import create_model
 
-QUICK = ["--dataset", "synthetic", "--epochs", "5", "--batch-size", "64"]
+QUICK = ["--dataset", "synthetic", "--train-size", "256", "--epochs", "5", "--batch-size", "64"]
 
 
 def only_run_dir(root: Path) -> Path:
