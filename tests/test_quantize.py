@@ -154,6 +154,7 @@ def test_prune_then_quantize_is_deep_compression_order(tmp_path):
         finetune_epochs=1,
         epochs=2,
         dataset="synthetic",
+        train_size=256,
         batch_size=64,
     )
     metrics = outcome.metrics
@@ -165,7 +166,16 @@ def test_prune_then_quantize_is_deep_compression_order(tmp_path):
     assert metrics["post_time_s"] > 0 and metrics["final_val_acc"] > 0.5  # chance: 0.25
 
 
-QUICK = ["--dataset", "synthetic", "--batch-size", "32", "--no-augment", "--json"]
+QUICK = [
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    "256",
+    "--batch-size",
+    "32",
+    "--no-augment",
+    "--json",
+]
 
 
 def test_ghost_distill_quantize_runs_end_to_end(tmp_path):

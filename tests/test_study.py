@@ -47,7 +47,13 @@ class Explode(Technique):
         raise RuntimeError("boom")
 
 
-QUICK_FIXED = {"dataset": "synthetic", "epochs": 1, "batch_size": 128}
+QUICK_FIXED = {
+    "dataset": "synthetic",
+    "train_size": 256,
+    "test_size": 64,
+    "epochs": 1,
+    "batch_size": 128,
+}
 
 
 def quick_spec(out, **changes) -> StudySpec:
