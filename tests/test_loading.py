@@ -12,7 +12,7 @@ from compress.engine import TrainConfig, Trainer
 from compress.loading import RunLoadError
 from compress.runner import run
 
-QUICK = {"dataset": "synthetic", "epochs": 1, "batch_size": 64}
+QUICK = {"dataset": "synthetic", "train_size": 128, "epochs": 1, "batch_size": 64}
 RUNS = {
     "baseline": ("baseline", {"model": "resnet20"}),
     "ghost": ("ghost", {"backbone": "resnet20"}),

@@ -160,6 +160,8 @@ def test_prune_end_to_end_labels_and_reload(tmp_path, method, kind):
         "0.5",
         "--dataset",
         "synthetic",
+        "--train-size",
+        "256",
         "--epochs",
         "3",
         "--batch-size",
@@ -209,6 +211,7 @@ def test_a_pruned_run_reports_the_pruned_network_and_its_fine_tuning(tmp_path):
         target_macs=0.5,
         finetune_epochs=2,
         dataset="synthetic",
+        train_size=256,
         epochs=2,
         batch_size=64,
     ).metrics
