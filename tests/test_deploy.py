@@ -76,7 +76,11 @@ def test_a_run_exports_and_gives_pytorchs_answers(tmp_path, technique, options, 
     result = export_run(outcome.run_dir, threads=1, batch=4, repeats=3)
     assert result["form"] == form
     assert result["check"].startswith("passed"), result["check"]
-    assert abs(result["ort_top1"] - result["torch_top1"]) <= 0.01
+    if form == "float":
+        assert result["ort_top1"] == result["torch_top1"]
+    else:  # the file's arithmetic is the network's; 8-bit integer kernels stay within 0.5
+        assert abs(result["ort_top1_unfused"] - result["torch_top1"]) <= 2 / 128
+        assert abs(result["ort_top1"] - result["torch_top1"]) <= max(0.005, 2 / 128)
     assert result["torch_top1"] == pytest.approx(outcome.metrics["final_val_acc"])  # same net
     assert set(result["ort_latency_ms"]) == {"1", "4"}
     ops = {node.op_type for node in onnx.load(result["path"]).graph.node}

@@ -42,7 +42,10 @@ def execute(args: argparse.Namespace) -> int:
     table.add_row("form", result["form"])
     table.add_row("size", f"{result['onnx_bytes'] / 1e6:.2f} MB")
     table.add_row("top-1, ONNX Runtime", f"{100 * result['ort_top1']:.2f}%")
+    if "ort_top1_unfused" in result:
+        table.add_row("top-1, ONNX Runtime unfused", f"{100 * result['ort_top1_unfused']:.2f}%")
     table.add_row("top-1, PyTorch", f"{100 * result['torch_top1']:.2f}%")
+    table.add_row("same answer as PyTorch", f"{100 * result['agreement']:.1f}% of images")
     if result["run_top1"] is not None:
         table.add_row("top-1, as the run recorded it", f"{100 * result['run_top1']:.2f}%")
     table.add_row("check", result["check"])
