@@ -1,7 +1,7 @@
 """The results page: ``compress report PAGE SOURCE...`` rebuilds it from finished runs.
 
 Each SOURCE directory (runs anywhere below it) becomes one section: a table of its runs,
-the data, recipe, hardware, command and wall time of each, their curves overlaid
+the data, recipe, hardware, command and training time of each, their curves overlaid
 (``PAGE/<section>.png``) and a CSV (``PAGE/<section>.csv``). Every run's summary (its
 config and final metrics, no weights) is copied to ``PAGE/runs/<section>/<run>.json``,
 so each published number can be traced to a committed record. The page is written
@@ -59,7 +59,7 @@ COLUMNS = (
     Column("top-1 (final)", "final_val_acc", _percent),
     Column("top-1 (best epoch)", "best_val_acc", _percent),
     Column("epochs", "history", _epochs),
-    Column("wall time", "train_time_s", _seconds),
+    Column("train time", "train_time_s", _seconds),
 )
 
 
@@ -166,7 +166,7 @@ def write_section(
             "",
             *_protocol(found),
             f"- hardware: {hardware}",
-            f"- wall time, all runs: {total / 60:.1f} min (training and post-training)",
+            f"- time: {total / 60:.1f} min of training and post-training, summed over the runs",
             f"- run summaries: [{directory.name}/runs/{name}/]({directory.name}/runs/{name}/)",
             "",
             markdown_table(header, rows),
