@@ -21,6 +21,7 @@ from typing import Any
 from compress import runs
 from compress.errors import UsageError
 from compress.plots import plot_compare
+from compress.reports import MetricRow, percent
 from compress.reproduce import markdown_table
 from compress.techniques import get_technique
 
@@ -29,22 +30,11 @@ DATA_KEYS = ("dataset", "train_size", "test_size")
 RECIPE_KEYS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "precise_bn", "init")
 
 
-@dataclass(frozen=True)
-class Column:
-    title: str
-    key: str
-    cell: Any  # (value, metrics) -> str
-
-
-def _count(value: Any, _metrics: Mapping[str, Any]) -> str:
+def _millions(value: Any, _metrics: Mapping[str, Any]) -> str:
     return f"{value / 1e6:.3f} M" if value >= 1e5 else f"{value:,}"
 
 
-def _percent(value: Any, _metrics: Mapping[str, Any]) -> str:
-    return f"{100 * value:.2f}%"
-
-
-def _seconds(value: Any, _metrics: Mapping[str, Any]) -> str:
+def _minutes(value: Any, _metrics: Mapping[str, Any]) -> str:
     return f"{value / 60:.1f} min"
 
 
@@ -53,13 +43,13 @@ def _epochs(value: Any, metrics: Mapping[str, Any]) -> str:
 
 
 COLUMNS = (
-    Column("params", "params", _count),
-    Column("MACs", "macs", _count),
-    Column("BOPs", "bops", _count),
-    Column("top-1 (final)", "final_val_acc", _percent),
-    Column("top-1 (best epoch)", "best_val_acc", _percent),
-    Column("epochs", "history", _epochs),
-    Column("train time", "train_time_s", _seconds),
+    MetricRow("params", "params", _millions),
+    MetricRow("macs", "MACs", _millions),
+    MetricRow("bops", "BOPs", _millions),
+    MetricRow("final_val_acc", "top-1 (final)", percent),
+    MetricRow("best_val_acc", "top-1 (best epoch)", percent),
+    MetricRow("history", "epochs", _epochs),
+    MetricRow("train_time_s", "train time", _minutes),
 )
 
 
@@ -142,9 +132,9 @@ def write_section(
     into ``directory`` at once, everything else is returned to be written together."""
     found = finished_runs(source)
     name = section_name(source)
-    header = ["run", "techniques", *(c.title for c in COLUMNS)]
+    header = ["run", "techniques", *(c.label for c in COLUMNS)]
     rows = [
-        [run.metrics["label"], run.options, *(_cell(c, run.metrics) for c in COLUMNS)]
+        [run.metrics["label"], run.options, *(c.cell(run.metrics) for c in COLUMNS)]
         for run in found
     ]
     commands = [f"- `{run.metrics['label']}`: `{run.command}`" for run in found]
@@ -180,11 +170,6 @@ def write_section(
         ]
     )
     return text, files
-
-
-def _cell(column: Column, metrics: Mapping[str, Any]) -> str:
-    value = metrics.get(column.key)
-    return "-" if value is None else column.cell(value, metrics)
 
 
 def build_page(
