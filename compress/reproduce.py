@@ -70,8 +70,8 @@ def reproduce_seed(
 def write_seed_report(
     out: Path, outcomes: list[RunOutcome], published: dict[str, dict[str, str]]
 ) -> Path:
-    """``report.md`` and ``curves.png`` in ``out``: the runs of ``SEED_MODELS`` measured,
-    each beside its ``published`` column."""
+    """``report.md``, ``comparison.csv`` and ``curves.png`` in ``out``: the runs of
+    ``SEED_MODELS`` measured, each beside its ``published`` column."""
     out.mkdir(parents=True, exist_ok=True)
     measured = [outcome.metrics for outcome in outcomes]
     plot_compare([(m["label"], m["history"]) for m in measured], out / "curves.png")
@@ -110,4 +110,6 @@ Caveats of the seed column:
 """
     path = out / "report.md"
     runs.atomic_write(path, lambda tmp: tmp.write_text(report))
+    table = [dict(zip(header, row, strict=True)) for row in rows]
+    runs.write_csv(out / "comparison.csv", table, header)
     return path

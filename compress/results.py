@@ -2,15 +2,20 @@
 
 Each SOURCE directory (runs anywhere below it) becomes one section: a table of its runs,
 the data, recipe, hardware, command and training time of each, their curves overlaid
-(``PAGE/<section>.png``) and a CSV (``PAGE/<section>.csv``). Every run's summary (its
-config and final metrics, no weights) is copied to ``PAGE/runs/<section>/<run>.json``,
-so each published number can be traced to a committed record. The page is written
-whole or not at all.
+(``PAGE/<section>.png``) and a CSV (``PAGE/<section>.csv``). What the command that made
+the source wrote beside its runs comes along, copied to ``PAGE/<section>/``: its tables
+(``*.csv``: the seed's comparison, an ablation's grid beside the paper, a study's front)
+shown when short enough to read, and its figures (``*.png``: curves, the Pareto plot).
+Every run's summary (its config and final metrics, no weights) is copied to
+``PAGE/runs/<section>/<run>.json``, so each published number can be traced to a
+committed record. The page is written whole or not at all.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -28,6 +33,10 @@ from compress.techniques import get_technique
 # Keys of a run's config.json that say how it ran, in the order a reader wants them.
 DATA_KEYS = ("dataset", "train_size", "test_size")
 RECIPE_KEYS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "precise_bn", "init")
+# A source's own tables: shown on the page up to this many rows (all are linked), without
+# the columns that only make sense on the machine that ran them.
+SHOWN_ROWS = 20
+HIDDEN_COLUMNS = ("run_dir", "error")
 
 
 def _millions(value: Any, _metrics: Mapping[str, Any]) -> str:
@@ -125,9 +134,42 @@ def _protocol(found: Sequence[FinishedRun]) -> list[str]:
     return lines
 
 
+def _cell(text: str) -> str:
+    """A CSV cell as the page shows it: integers with separators, fractions to 4 digits."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number.is_integer() and "." not in text:
+        return f"{int(number):,}"
+    return f"{number:.4g}"
+
+
+def source_outputs(
+    source: Path, directory: Path, name: str
+) -> tuple[list[str], list[tuple[Path, bytes]]]:
+    """The markdown for the tables and figures written at the top of ``source``, and the
+    copies to write under ``directory/name/``."""
+    lines, files = [], []
+    for path in sorted(source.glob("*.csv")) + sorted(source.glob("*.png")):
+        files.append((directory / name / path.name, path.read_bytes()))
+        link = f"{directory.name}/{name}/{path.name}"
+        if path.suffix == ".png":
+            lines += [f"![{path.stem}]({link})", ""]
+            continue
+        with path.open(newline="") as handle:
+            header, *rows = list(csv.reader(handle))
+        keep = [i for i, column in enumerate(header) if column not in HIDDEN_COLUMNS]
+        lines += [f"`{path.name}` ([CSV]({link}), {len(rows)} rows):", ""]
+        if len(rows) <= SHOWN_ROWS:
+            shown = [[_cell(row[i]) for i in keep] for row in rows]
+            lines += [markdown_table([header[i] for i in keep], shown), ""]
+    return lines, files
+
+
 def write_section(
     source: Path, directory: Path, hardware: str
-) -> tuple[str, list[tuple[Path, str]]]:
+) -> tuple[str, list[tuple[Path, str | bytes]]]:
     """A section's markdown and its files (path, what to write): the figure is drawn
     into ``directory`` at once, everything else is returned to be written together."""
     found = finished_runs(source)
@@ -143,13 +185,15 @@ def write_section(
     figure = directory / f"{name}.png"
     with_epochs = [(run.metrics["label"], run.metrics["history"]) for run in found]
     plot_compare([entry for entry in with_epochs if entry[1]], figure)
-    files = [
+    files: list[tuple[Path, str | bytes]] = [
         (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary()))
         for run in found
     ]
-    csv_rows = [header, *rows]
-    csv = "\n".join(",".join(f'"{cell}"' for cell in row) for row in csv_rows) + "\n"
-    files.append((directory / f"{name}.csv", csv))
+    outputs, copies = source_outputs(source, directory, name)
+    files += copies
+    table = io.StringIO()
+    csv.writer(table, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows([header, *rows])
+    files.append((directory / f"{name}.csv", table.getvalue()))
     text = "\n".join(
         [
             f"## {name}",
@@ -158,6 +202,9 @@ def write_section(
             f"- hardware: {hardware}",
             f"- time: {total / 60:.1f} min of training and post-training, summed over the runs",
             f"- run summaries: [{directory.name}/runs/{name}/]({directory.name}/runs/{name}/)",
+            "",
+            *outputs,
+            "Runs:",
             "",
             markdown_table(header, rows),
             "",
@@ -194,7 +241,8 @@ def build_page(
         files += written
     for path, content in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write(path, lambda tmp, content=content: tmp.write_text(content))
+        data = content if isinstance(content, bytes) else content.encode()
+        runs.atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
     today = dt.date.today().isoformat()
     head = [
         "# Results",

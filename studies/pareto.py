@@ -63,6 +63,28 @@ def plot_axes(objectives: Sequence[str]) -> tuple[str, str]:
     return next(o for o in objectives if o != y), y
 
 
+def plot_fronts(
+    rows: list[dict[str, Any]],
+    baselines: list[dict[str, Any]],
+    objectives: Sequence[str],
+    directory: Path,
+    title: str,
+) -> list[Path]:
+    """``pareto.png`` (the first cost) and ``pareto-<cost>.png`` for each other cost; for
+    accuracy, BOPs too: every trial records them (a float network at 32 x 32 bits), so
+    quantized trials show at their true cost even where the study did not optimise it."""
+    x, y = plot_axes(objectives)
+    costs = [x, *(o for o in objectives if o not in (x, y))]
+    if y == "accuracy" and "bops" not in costs:
+        costs.append("bops")
+    paths = []
+    for cost in costs:
+        path = directory / ("pareto.png" if cost == x else f"pareto-{cost}.png")
+        plot_front(rows, baselines, [cost, y], path, title)
+        paths.append(path)
+    return paths
+
+
 def plot_front(
     rows: list[dict[str, Any]],
     baselines: list[dict[str, Any]],

@@ -27,7 +27,7 @@ from compress.errors import UsageError, first_line
 from compress.options import Options, option
 from compress.registry import get_entry
 from compress.runner import CACHE, RunFailed, RunSpec, preflight, run, trained_once
-from compress.runs import check_root
+from compress.runs import check_root, write_csv
 from compress.techniques import get_technique, parse_composition
 from studies.objectives import OBJECTIVES, objectives_help, recorded
 from studies.space import suggest
@@ -312,10 +312,11 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
 
 def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]:
     """Print the Pareto-optimal trials (a column per objective, ordered by the first cost);
-    write the plot and the CSV/JSON export."""
+    write the plots, the CSV/JSON export and the printed table with the reference networks
+    below it (``front.csv``)."""
     from rich.table import Table
 
-    from studies.pareto import export, pareto_front, plot_front, trial_rows
+    from studies.pareto import export, pareto_front, plot_fronts, trial_rows
 
     objectives = [OBJECTIVES[name] for name in study.user_attrs.get("objectives", [])]
     rows = trial_rows(study)
@@ -327,21 +328,30 @@ def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]
         title=f"Pareto-optimal trials of {study.study_name!r} ({len(done)} complete, "
         f"{failed} failed, {len(rows) - len(done) - failed} refused before training)"
     )
-    for column in ("trial", "technique", "options", *(o.label for o in objectives)):
+    header = ["trial", "technique", "options", *(o.label for o in objectives)]
+    for column in header:
         table.add_column(column)
     cost = next((o for o in objectives if o.direction == "minimize"), objectives[0])
+    shown = []
     for index in sorted(front, key=lambda i: done[i][cost.name]):
         row = done[index]
         options = ", ".join(
             f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
             for k, v in row["options"].items()
         )
-        cells = [o.cell(row[o.name], row) for o in objectives]
-        table.add_row(str(row["trial"]), row["technique"], options, *cells)
+        shown.append([str(row["trial"]), row["technique"], options])
+        shown[-1] += [o.cell(row[o.name], row) for o in objectives]
+        table.add_row(*shown[-1])
     console.print(table)
     directory.mkdir(parents=True, exist_ok=True)
     names = [objective.name for objective in objectives]
     written = export(rows, directory, names)
-    plot = directory / "pareto.png"
-    plot_front(rows, study.user_attrs.get("baselines", []), names, plot, study.study_name)
-    return [*written, plot]
+    baselines = study.user_attrs.get("baselines", [])
+    references = [  # the reference networks, as the table would show them
+        ["reference", point["model"], "", *(o.cell(point[o.name], point) for o in objectives)]
+        for point in baselines
+    ]
+    front_csv = directory / "front.csv"
+    table_rows = [dict(zip(header, row, strict=True)) for row in shown + references]
+    write_csv(front_csv, table_rows, header)
+    return [*written, front_csv, *plot_fronts(rows, baselines, names, directory, study.study_name)]

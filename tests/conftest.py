@@ -1,6 +1,8 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
@@ -11,3 +13,11 @@ def cifar10_shards() -> Path:
     if not (SHARED_CIFAR10 / "cifar10-test.npz").exists():
         pytest.skip("real CIFAR-10 shards (../shared/data/cifar10) are not here")
     return SHARED_CIFAR10
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker: one thread, and the processes tests start inherit it, so that
+    workers (one per core) do not compete for the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)

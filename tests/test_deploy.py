@@ -15,7 +15,7 @@ from compress.deploy import export_onnx, export_run, fold_batchnorm, ort_session
 from compress.errors import UsageError
 from studies.objectives import recorded
 
-QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "train_size": 256}
+QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "train_size": 256, "input_size": 16}
 
 
 def test_folding_batchnorm_keeps_the_function_and_removes_every_norm():

@@ -1,6 +1,8 @@
 """``compress compare`` and ``compress reproduce seed``: the seed's table, from real runs."""
 
+import csv
 import json
+import shutil
 
 import pytest
 from clitools import compress_cli
@@ -87,6 +89,11 @@ def test_reproduce_seed_writes_a_report_with_the_published_column(tmp_path):
     run_dirs = sorted((tmp_path / "report/runs").iterdir())
     assert [r.name.split("-")[0] for r in run_dirs] == ["ghostnet", "mobilenetv3_large"]
     assert (tmp_path / "report/curves.png").read_bytes()[:4] == b"\x89PNG"
+    with (tmp_path / "report/comparison.csv").open(newline="") as handle:
+        table = list(csv.reader(handle))  # the same table, for `compress report`
+    assert table[0][1:3] == ["ghostnet (measured)", "ghostnet (seed)"]
+    (params,) = [row for row in table if row[0] == "Total params"]
+    assert params[1:] == params_cells(report)
 
     # --published FILE overrides the bundled column
     (tmp_path / "seed.json").write_text(json.dumps({"ghostnet": {"Total params": "5.18 M"}}))
@@ -127,6 +134,25 @@ def test_report_builds_the_results_page_from_runs(two_runs, tmp_path):
     csv = (tmp_path / f"docs/results/{section}.csv").read_text().splitlines()
     assert len(csv) == 3 and csv[0].startswith('"run","techniques","params"')
     assert (tmp_path / f"docs/results/{section}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_shows_the_tables_and_figures_a_command_wrote_beside_its_runs(two_runs, tmp_path):
+    source = tmp_path / "study"
+    shutil.copytree(two_runs[0].parent, source / "trials")
+    (source / "front.csv").write_text(
+        "trial,technique,top-1,run_dir\n3,ghost,0.61234,/elsewhere/run\n"
+    )
+    (source / "trials.csv").write_text("trial\n" + "".join(f"{i}\n" for i in range(21)))
+    (source / "pareto.png").write_bytes(b"\x89PNG fake")
+    result = compress_cli("report", "page", str(source), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "page.md").read_text()
+    assert "| trial | technique | top-1 |\n| --- | --- | --- |\n| 3 | ghost | 0.6123 |" in page
+    assert "/elsewhere" not in page  # where it ran: only the CSV has it
+    assert "`trials.csv` ([CSV](page/study/trials.csv), 21 rows):" in page  # linked, not shown
+    assert "| 20 |" not in page and "![pareto](page/study/pareto.png)" in page
+    for name in ("front.csv", "trials.csv", "pareto.png"):
+        assert (tmp_path / "page/study" / name).read_bytes() == (source / name).read_bytes()
 
 
 def test_report_refuses_a_source_without_runs_and_writes_nothing(two_runs, tmp_path):

@@ -12,6 +12,7 @@ from rich.console import Console
 from compress.options import Options, option
 from compress.techniques import Technique, register_technique
 from compress.techniques.ghost import GhostConfig
+from studies.objectives import OBJECTIVES
 from studies.pareto import pareto_front
 from studies.space import searchable, suggest
 from studies.study import StudySpec, optimize, sampler_seed, trial_options
@@ -53,6 +54,7 @@ QUICK_FIXED = {
     "test_size": 64,
     "epochs": 1,
     "batch_size": 128,
+    "input_size": 16,  # a quarter of the work of 32x32: what is tested does not need it
 }
 
 
@@ -96,6 +98,9 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
         "trial,state,technique,options,accuracy,macs"
         in (tmp_path / "out/pareto/trials.csv").read_text()
     )
+    header, *printed = (tmp_path / "out/pareto/front.csv").read_text().splitlines()
+    assert header == "trial,technique,options,top-1 (test split),MACs"  # the table, as shown
+    assert sorted(int(line.split(",")[0]) for line in printed) == listed
 
     more = compress_cli(*args, "--trials", "1", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
@@ -136,7 +141,7 @@ def test_timm_baselines_are_trained_once_and_marked(tmp_path):
     (point,) = study.user_attrs["baselines"]
     model = timm.create_model("mobilenetv3_small_050", num_classes=4).eval()
     assert point["model"] == "timm:mobilenetv3_small_050"
-    assert point["macs"] == count_macs(model, torch.randn(1, 3, 32, 32))
+    assert point["macs"] == count_macs(model, torch.randn(1, 3, 16, 16))  # at the input size
     assert point["params"] == sum(p.numel() for p in model.parameters())
     optimize(spec, Console(quiet=True))  # continuing the study does not train it again
     other = quick_spec(tmp_path, study_name="other", baselines=["timm:mobilenetv3_small_050"])
@@ -146,7 +151,12 @@ def test_timm_baselines_are_trained_once_and_marked(tmp_path):
     from studies.study import report
 
     report(study, tmp_path / "pareto", Console(quiet=True))
-    assert (tmp_path / "pareto/pareto.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("pareto.png", "pareto-bops.png"):  # accuracy vs params, and vs BOPs
+        assert (tmp_path / "pareto" / plot).read_bytes()[:4] == b"\x89PNG"
+    reference = (tmp_path / "pareto/front.csv").read_text().splitlines()[-1]
+    assert reference.startswith("reference,timm:mobilenetv3_small_050,,")
+    cells = [OBJECTIVES[name].cell(point[name], point) for name in ("accuracy", "params")]
+    assert reference.endswith(",".join(cells))
 
 
 def test_worker_specs_share_the_trials_seeds_and_gpus(tmp_path, monkeypatch):

@@ -85,7 +85,7 @@ def kill_a_worker_then_resume(tmp_path, storage: str, name: str) -> None:
     args = [*QUICK_STUDY, "--epochs", "4", "--study-name", name, "--storage", storage]
     command = [sys.executable, "-m", "compress.cli", *args]
     parent = subprocess.Popen(
-        [*command, "--trials", "4", "--workers", "2"],
+        [*command, "--trials", "2", "--workers", "2"],  # one trial each
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
