@@ -32,7 +32,7 @@ from compress.techniques import get_technique
 
 # Keys of a run's config.json that say how it ran, in the order a reader wants them.
 DATA_KEYS = ("dataset", "train_size", "test_size")
-RECIPE_KEYS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "precise_bn", "init")
+RECIPE_KEYS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "precise_bn")
 # A source's own tables: shown on the page up to this many rows (all are linked), without
 # the columns that only make sense on the machine that ran them.
 SHOWN_ROWS = 20
@@ -131,18 +131,16 @@ def _protocol(found: Sequence[FinishedRun]) -> list[str]:
         }
         shown = "; ".join(sorted(values))
         lines.append(f"- {title}: `{shown}`")
+    started = sum(bool(run.config.get("train", {}).get("init")) for run in found)
+    if started:  # each summary names the run its weights came from
+        lines.append(f"- {started} of {len(found)} runs started from trained weights (`init`)")
     return lines
 
 
 def _cell(text: str) -> str:
-    """A CSV cell as the page shows it: integers with separators, fractions to 4 digits."""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if number.is_integer() and "." not in text:
-        return f"{int(number):,}"
-    return f"{number:.4g}"
+    """A CSV cell as the page shows it: integers with separators, anything else as written
+    (its producer chose the digits)."""
+    return f"{int(text):,}" if text.isdigit() else text
 
 
 def source_outputs(

@@ -140,14 +140,15 @@ def test_report_shows_the_tables_and_figures_a_command_wrote_beside_its_runs(two
     source = tmp_path / "study"
     shutil.copytree(two_runs[0].parent, source / "trials")
     (source / "front.csv").write_text(
-        "trial,technique,top-1,run_dir\n3,ghost,0.61234,/elsewhere/run\n"
+        "trial,technique,macs,top-1,run_dir\n3,ghost,4733440,0.61234,/elsewhere/run\n"
     )
     (source / "trials.csv").write_text("trial\n" + "".join(f"{i}\n" for i in range(21)))
     (source / "pareto.png").write_bytes(b"\x89PNG fake")
     result = compress_cli("report", "page", str(source), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "page.md").read_text()
-    assert "| trial | technique | top-1 |\n| --- | --- | --- |\n| 3 | ghost | 0.6123 |" in page
+    table = "| trial | technique | macs | top-1 |\n| --- | --- | --- | --- |\n"
+    assert table + "| 3 | ghost | 4,733,440 | 0.61234 |" in page
     assert "/elsewhere" not in page  # where it ran: only the CSV has it
     assert "`trials.csv` ([CSV](page/study/trials.csv), 21 rows):" in page  # linked, not shown
     assert "| 20 |" not in page and "![pareto](page/study/pareto.png)" in page
