@@ -339,8 +339,8 @@ def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]
             f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
             for k, v in row["options"].items()
         )
-        shown.append([str(row["trial"]), row["technique"], options])
-        shown[-1] += [o.cell(row[o.name], row) for o in objectives]
+        cells = [o.cell(row[o.name], row) for o in objectives]
+        shown.append([str(row["trial"]), row["technique"], options, *cells])
         table.add_row(*shown[-1])
     console.print(table)
     directory.mkdir(parents=True, exist_ok=True)
