@@ -21,9 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from compress import interrupts
 from compress.data import Dataset, DeviceLoader, normalization, prepare
 from compress.errors import UsageError
 from compress.options import Options, option
+from compress.turns import turn
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "multistep", "onecycle")
@@ -355,6 +357,8 @@ class Trainer:
             loss_sum += loss * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
+            turn()  # packed runs (compress.turns): the next one steps while this one runs
+            interrupts.check()  # a Ctrl-C that a library swallowed still ends the run here
             if (step + 1) % refresh_every == 0:
                 running = loss_sum.item() / seen
                 if not math.isfinite(running):

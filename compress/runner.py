@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import shutil
@@ -49,6 +48,7 @@ from compress.techniques import (
     get_technique,
     parse_composition,
 )
+from compress.turns import lock_exclusively
 
 # Protocols by name; explicit options override them.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -648,7 +648,7 @@ def trained_once(spec: RunSpec, cache: Path, console: Console) -> RunOutcome:
     run_dir = cache / f"{spec.label}-{spec.data.dataset}-{key}"
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / f".{run_dir.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_exclusively(lock)
         try:
             metrics = runs.read_json(run_dir / runs.METRICS)
         except UsageError:

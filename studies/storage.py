@@ -1,8 +1,9 @@
 """Where a study lives, and how a trial whose worker died is noticed.
 
 - One process: a SQLite file beside the results (``OUT/NAME.db``).
-- Several worker processes on one machine (``--workers N``): Optuna's journal file
-  (``OUT/NAME.journal``); SQLite's file lock makes concurrent writers fail.
+- Several worker processes on one machine (``--workers N``), or trials packed in one
+  (``--concurrent K``): Optuna's journal file (``OUT/NAME.journal``); SQLite's file lock
+  makes concurrent writers fail.
 - Several machines: an RDB URL (``postgresql://user@host/db``) given to every machine.
 
 A worker that is killed leaves its trial RUNNING. Two mechanisms turn such a trial into
@@ -38,19 +39,21 @@ MAX_RETRY = 2
 WORKER_ATTR = "worker"  # trial user attr: {"host": ..., "pid": ...}
 
 
-def default_storage(out: Path, study_name: str, workers: int = 1) -> str:
-    """The study's file in ``out``: the one that exists, else journal for several workers."""
+def default_storage(out: Path, study_name: str, writers: int = 1) -> str:
+    """The study's file in ``out``: the one that exists, else journal for concurrent trials."""
     journal, sqlite = out / f"{study_name}.journal", out / f"{study_name}.db"
-    if journal.exists() or (workers > 1 and not sqlite.exists()):
+    if journal.exists() or (writers > 1 and not sqlite.exists()):
         return f"{JOURNAL}{journal.resolve()}"
     return f"sqlite:///{sqlite.resolve()}"
 
 
-def check_concurrency(url: str, workers: int) -> None:
-    if workers > 1 and url.startswith("sqlite"):
+def check_concurrency(url: str, writers: int) -> None:
+    """SQLite is refused to concurrent trials: it locks under concurrent writers, and
+    without row locks two threads can both take the same queued trial."""
+    if writers > 1 and url.startswith("sqlite"):
         raise UsageError(
-            f"{url} is SQLite, which locks under concurrent writers: for --workers "
-            "use a new --study-name (a journal file) or --storage postgresql://..."
+            f"{url} is SQLite, which locks under concurrent writers: for --workers or "
+            "--concurrent use a new --study-name (a journal file) or --storage postgresql://..."
         )
 
 

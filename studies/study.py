@@ -8,27 +8,34 @@ as FAIL with its error, and the study goes on. The same storage and name continu
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from compress.engine import TrainingInterrupted
+from compress.engine import TrainingInterrupted, resolve_device
 from compress.errors import UsageError, first_line
 from compress.options import Options, option
 from compress.registry import get_entry
+from compress.reports import stderr_console
 from compress.runner import CACHE, RunFailed, RunSpec, preflight, run, trained_once
 from compress.runs import check_root, write_csv
 from compress.techniques import get_technique, parse_composition
+from compress.turns import Turns
 from studies.objectives import OBJECTIVES, objectives_help, recorded
 from studies.space import suggest
 from studies.storage import (
@@ -43,6 +50,9 @@ from studies.storage import (
 from studies.worker import work
 
 SAMPLERS = ("tpe", "nsga2")
+# Seconds a worker has to end after Ctrl-C before the study sends it a SIGINT of its own:
+# the signal may have reached the study process alone (``kill -INT PID``).
+GRACE_S = 3
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -64,7 +74,9 @@ class StudySpec(Options):
     trials: int = option(10, "trials to add", low=1)
     study_name: str = option("pareto", "the study's name (letters, digits, '.', '_', '-')")
     storage: str | None = option(
-        None, "Optuna storage URL (default: OUT/NAME.db, or OUT/NAME.journal for --workers)"
+        None,
+        "Optuna storage URL (default: OUT/NAME.db, or OUT/NAME.journal for --workers or "
+        "--concurrent)",
     )
     sampler: str = option("tpe", "Optuna's sampler", choices=SAMPLERS)
     sampler_seed: int | None = option(
@@ -79,6 +91,12 @@ class StudySpec(Options):
     )
     workers: int = option(
         1, "worker processes sharing the trials (a journal file; a GPU each if several)", low=1
+    )
+    concurrent: int = option(
+        1,
+        "trials each process trains at once, taking turns step by step (a CUDA stream each, "
+        "so that their kernels overlap on one GPU); a trial's numbers are those it gets alone",
+        low=1,
     )
     out: str = option("runs/studies", "results root")
     fixed: dict[str, Any] = field(default_factory=dict)  # data and training options
@@ -99,7 +117,7 @@ class StudySpec(Options):
         for model in (self.backbone, *self.baselines):
             get_entry(model)
         RunSpec.from_options("baseline", {"model": self.backbone, **self.fixed})
-        check_concurrency(self.storage_url, self.workers)
+        check_concurrency(self.storage_url, self.workers * self.concurrent)
 
     @property
     def root(self) -> Path:
@@ -117,7 +135,9 @@ class StudySpec(Options):
 
     @property
     def storage_url(self) -> str:
-        return self.storage or default_storage(self.root, self.study_name, self.workers)
+        return self.storage or default_storage(
+            self.root, self.study_name, self.workers * self.concurrent
+        )
 
     @property
     def directions(self) -> list[str]:
@@ -202,10 +222,79 @@ def run_baselines(spec: StudySpec, study: optuna.Study, console: Console) -> Non
 
 
 def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optuna.Study:
-    """Run ``spec.trials`` more trials in this process (and the baselines); return the study."""
+    """Run ``spec.trials`` more trials in this process (and the baselines); return the study.
+    With ``spec.concurrent`` > 1, that many trials train at once, taking turns."""
     study = open_study(spec)
     if baselines:
         run_baselines(spec, study, console)
+    if spec.concurrent == 1:
+        study.optimize(trial_objective(spec, study, console), spec.trials, catch=(Exception,))
+        return study
+    return optimize_packed(spec, study, console)
+
+
+def optimize_packed(spec: StudySpec, study: optuna.Study, console: Console) -> optuna.Study:
+    """``spec.trials`` trials, ``spec.concurrent`` at a time in threads of this process that
+    take turns step by step (``compress.turns``); a thread takes the next trial when its
+    own ends. Ctrl-C stops every trial at its next step: each is checkpointed and recorded
+    as failed before the interrupt leaves."""
+    turns = Turns()
+    device = resolve_device(spec.fixed.get("device", "auto"))
+    objective = trial_objective(spec, study, stderr_console(quiet=True), turns, device)
+    drawn = itertools.count()  # trials handed out; next() is atomic
+    finished: list[int] = []  # trials ended
+    ended: list[str] = []  # threads ended (not Thread.join: Ctrl-C can spoil its state)
+    errors: list[BaseException] = []
+
+    def trials_in_turn() -> None:
+        try:
+            while not turns.stopped and next(drawn) < spec.trials:
+                study.optimize(objective, n_trials=1, catch=(Exception,))
+                finished.append(1)
+        except KeyboardInterrupt:  # the trial is recorded as failed; the study stops
+            pass
+        except BaseException as error:  # e.g. the storage failed: the study must say so
+            errors.append(error)
+            turns.stop()
+        finally:
+            ended.append(threading.current_thread().name)
+
+    threads = [
+        threading.Thread(target=trials_in_turn, name=f"trials-{index}")
+        for index in range(min(spec.concurrent, spec.trials))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{len(threads)} trials at a time", total=spec.trials)
+            while len(ended) < len(threads):
+                time.sleep(0.2)
+                progress.update(task, completed=len(finished))
+    except KeyboardInterrupt:
+        turns.stop()
+        while len(ended) < len(threads):  # each trial ends at its next step, recorded
+            time.sleep(0.05)
+        raise
+    if errors:
+        raise errors[0]
+    return study
+
+
+def trial_objective(
+    spec: StudySpec,
+    study: optuna.Study,
+    console: Console,
+    turns: Turns | None = None,
+    device: torch.device | None = None,
+) -> Callable[[optuna.Trial], tuple[float, ...]]:
+    """The function Optuna calls per trial: draw a technique and its options, train, and
+    return the objectives; with ``turns``, the trial takes part in the rotation on ``device``."""
+
+    def packed(trial: optuna.Trial) -> tuple[float, ...]:
+        assert turns is not None and device is not None
+        with turns.seat(device):
+            return objective(trial)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         claim(trial)
@@ -241,15 +330,12 @@ def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optun
         trial.set_user_attr("metrics", {**values, "run_dir": str(outcome.run_dir)})
         return tuple(values[name] for name in spec.objectives)
 
-    study.optimize(objective, n_trials=spec.trials, catch=(Exception,))
-    return study
+    return objective if turns is None else packed
 
 
 def worker_specs(spec: StudySpec) -> list[StudySpec]:
     """Each worker's share of the trials (all of them together: exactly ``spec.trials``),
     its own sampler seed, and its own GPU when the machine has several."""
-    import torch
-
     device = spec.fixed.get("device", "auto")
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
     share, extra = divmod(spec.trials, spec.workers)
@@ -293,8 +379,11 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
                 time.sleep(1)
     except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record it
         for process in processes:
-            process.join(timeout=60)
-            if process.is_alive():  # a worker that missed it (not in this process group)
+            process.join(timeout=GRACE_S)
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+                process.join(timeout=60)
+            if process.is_alive():
                 process.terminate()
                 process.join(timeout=30)
         raise

@@ -28,15 +28,26 @@ def work(spec: dict[str, Any], threads: int) -> None:
     """Run one worker's share of a study (``spec``: a ``StudySpec`` as a dict), quietly:
     trials record their own errors. Ctrl-C or SIGTERM ends it with one line."""
     _die_with_parent()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    early: list[int] = []  # an interrupt during the imports, which a library may swallow
+
+    def interrupt(signum: int, frame: object) -> None:
+        early.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     index = spec["worker_index"]
     try:
         import optuna
         import torch
 
+        from compress import interrupts
         from compress.reports import stderr_console
         from studies.study import StudySpec, optimize
 
+        interrupts.install()
+        if early:  # it came during the imports and was swallowed there
+            raise KeyboardInterrupt
         torch.set_num_threads(threads)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         optimize(StudySpec(**spec), stderr_console(quiet=True), baselines=False)

@@ -32,7 +32,8 @@ def compress_process(
 
 def compress_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     out, err = io.StringIO(), io.StringIO()
-    before, handler = Path.cwd(), signal.getsignal(signal.SIGTERM)
+    before = Path.cwd()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -43,7 +44,8 @@ def compress_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
                 code = exit_.code
     finally:
         os.chdir(before)
-        signal.signal(signal.SIGTERM, handler)
+        for each, handler in handlers.items():
+            signal.signal(each, handler)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 

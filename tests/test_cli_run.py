@@ -1,6 +1,7 @@
 """`compress run` in real processes: the default job, records, Ctrl-C and resume, bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,9 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from clitools import compress_cli
+from rich.console import Console
 from safetensors.torch import load_file
 
+from compress import interrupts
+from compress.engine import TrainingInterrupted
 from compress.registry import create_model
+from compress.runner import run
 
 QUICK = ["--dataset", "synthetic", "--train-size", "256", "--epochs", "5", "--batch-size", "64"]
 
@@ -87,6 +92,7 @@ def wait_for(pattern: str, root: Path, process: subprocess.Popen, limit: float =
 
 def test_ctrl_c_keeps_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_does(tmp_path):
     args = ["run", "baseline", "--model", "resnet20", *QUICK, "--epochs", "3", "--device", "cpu"]
+    args += ["--input-size", "16"]  # a quarter of the work: resuming does not depend on it
     straight = compress_cli(*args, "--out", "straight", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
 
@@ -135,6 +141,38 @@ def test_sigterm_mid_epoch_is_handled_like_ctrl_c(tmp_path):
     assert "Traceback" not in err and "--resume" in err
     metrics = json.loads((only_run_dir(tmp_path / "cut") / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["epochs_done"] >= 1
+
+
+@pytest.fixture
+def own_signal_handlers():
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for each, handler in handlers.items():
+        signal.signal(each, handler)
+
+
+def test_a_ctrl_c_that_a_library_swallowed_still_ends_the_next_step(tmp_path, own_signal_handlers):
+    """A bare ``except:`` in a library (torch-pruning's optional imports) once kept a study
+    worker training after Ctrl-C: the request outlives the KeyboardInterrupt."""
+    options = {
+        "dataset": "synthetic",
+        "train_size": 64,
+        "batch_size": 32,
+        "epochs": 1,
+        "input_size": 16,
+    }
+    interrupts.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler raises here, in the library
+    except:  # noqa: E722 - the library's bare except, swallowing it
+        pass
+    with pytest.raises(TrainingInterrupted):
+        run("baseline", tmp_path, console=Console(quiet=True), model="resnet20", **options)
+    (interrupted,) = tmp_path.glob("resnet20-*")
+    assert json.loads((interrupted / "metrics.json").read_text())["epochs_done"] == 0
+    interrupts.handled()  # what the command line does once it has said "interrupted"
+    run("baseline", tmp_path / "after", console=Console(quiet=True), model="resnet20", **options)
 
 
 def test_a_full_disk_fails_the_run_in_one_line_and_says_so_in_its_record(tmp_path):

@@ -156,6 +156,7 @@ def test_prune_then_quantize_is_deep_compression_order(tmp_path):
         dataset="synthetic",
         train_size=256,
         batch_size=64,
+        input_size=16,
     )
     metrics = outcome.metrics
     assert [r["phase"] for r in metrics["history"]] == ["train", "train", "finetune", "qat"]

@@ -7,10 +7,10 @@ and choice, and the same names reach the records and the Python API.
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from compress import interrupts
 from compress.cli import (
     analysis,
     compare,
@@ -40,14 +40,10 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def _terminate(_signal: int, _frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: checkpoint, status, 130
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[..., int | None] = args.handler
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.install()  # SIGTERM ends a command as Ctrl-C does: checkpoint, status, 130
     try:
         return handler(args) or 0
     except UsageError as error:
@@ -56,8 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except KeyboardInterrupt:  # `run` says more; studies keep every finished trial
-        error_console.print(f"compress {args.command}: interrupted", highlight=False)
-        return 130
+        return _interrupted(args.command)
+    except Exception:
+        if interrupts.requested():  # a library turned the Ctrl-C into an error of its own
+            return _interrupted(args.command)
+        raise
+
+
+def _interrupted(command: str) -> int:
+    interrupts.handled()
+    error_console.print(f"compress {command}: interrupted", highlight=False)
+    return 130
 
 
 if __name__ == "__main__":

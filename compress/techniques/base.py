@@ -251,13 +251,13 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     for module in _BUILTIN:
         importlib.import_module(module)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         cls = entry.load()
         if entry.name not in _TECHNIQUES:
             register_technique(entry.name)(cls)
+    _loaded = True  # not before: an import that failed (or was interrupted) is tried again
 
 
 def list_techniques() -> list[str]:
