@@ -286,15 +286,10 @@ def trial_objective(
     study: optuna.Study,
     console: Console,
     turns: Turns | None = None,
-    device: torch.device | None = None,
+    device: str | torch.device = "cpu",
 ) -> Callable[[optuna.Trial], tuple[float, ...]]:
     """The function Optuna calls per trial: draw a technique and its options, train, and
     return the objectives; with ``turns``, the trial takes part in the rotation on ``device``."""
-
-    def packed(trial: optuna.Trial) -> tuple[float, ...]:
-        assert turns is not None and device is not None
-        with turns.seat(device):
-            return objective(trial)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         claim(trial)
@@ -330,7 +325,14 @@ def trial_objective(
         trial.set_user_attr("metrics", {**values, "run_dir": str(outcome.run_dir)})
         return tuple(values[name] for name in spec.objectives)
 
-    return objective if turns is None else packed
+    if turns is None:
+        return objective
+
+    def packed(trial: optuna.Trial) -> tuple[float, ...]:
+        with turns.seat(device):
+            return objective(trial)
+
+    return packed
 
 
 def worker_specs(spec: StudySpec) -> list[StudySpec]:

@@ -153,13 +153,13 @@ def test_ctrl_c_stops_a_packed_study_and_every_trial_it_trains(tmp_path, ctrl_c_
     assert statuses == {"interrupted"}
 
 
-def test_concurrent_trials_from_the_command_line(tmp_path):
-    args = [*QUICK_STUDY, "--epochs", "1", "--trials", "2", "--concurrent", "2"]
-    result = compress_cli(*args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    journal = tmp_path / "out/pareto.journal"  # threads share it as processes would
-    study = optuna.load_study(study_name="pareto", storage=open_storage(f"journal:{journal}"))
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+def test_concurrent_trials_refuse_sqlite_and_share_a_journal_by_default(tmp_path):
+    """The command line reaches the same study as ``optimize`` (trained above): here only
+    what ``--concurrent`` changes before training."""
+    args = [*QUICK_STUDY, "--trials", "2", "--concurrent", "2"]
     refused = compress_cli(*args, "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path)
-    assert refused.returncode == 2
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "for --workers or --concurrent use a new --study-name" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    spec = quick_spec(tmp_path / "out", concurrent=2)
+    assert spec.storage_url == f"journal:{(tmp_path / 'out/pareto.journal').resolve()}"
