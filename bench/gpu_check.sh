@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one lent session, in one go: CUDA tests, training throughput at 32px
-# and 224px with each engine variant, CUDA profile, a short seed-protocol run, and a
-# study's trials per hour one by one, packed (--concurrent 4) and as 4 processes.
+# and 224px with each engine variant, CUDA profile, a short seed-protocol run, the
+# depthwise weight-gradient formulations, and a study's trials per hour one by one,
+# packed (--concurrent 4) and as 4 processes.
 # Usage (device machine, repo root): bash bench/gpu_check.sh DATA_DIR OUT_DIR
 set -uo pipefail
 data=${1:-.data/cifar10}
@@ -23,6 +24,7 @@ step() { echo "=== $*"; "$@" || echo "=== FAILED ($?): $*"; }
     --variants default,eager
   step $py -m compress.cli profile ghostnet mobilenetv3_large mobilenetv3_small resnet56 \
     --device cuda --repeats 30
+  step $py bench/depthwise_grad.py --device cuda --batch 128 --size 32 --repeats 20
   for backbone in resnet20 "ghostnet --cifar-strides"; do
     # shellcheck disable=SC2086  # the backbone's own flag
     step $py bench/study_throughput.py --data-dir "$data" --device cuda --trials 16 \

@@ -1,0 +1,146 @@
+"""The depthwise weight gradient of a GhostNet step: PyTorch's kernel against two other
+formulations, each checked against PyTorch's gradient first.
+
+On an H200 PyTorch's depthwise weight-gradient kernel was the largest single cost of a
+32x32 GhostNet step (24.5% of kernel time, ``docs/benchmarks.md``). For every depthwise
+convolution of GhostNet at the given input, with its real input and a random output
+gradient, this times the weight gradient computed by
+
+- ``pytorch``: autograd's own (the reference, and the baseline of each ratio);
+- ``channels_last``: the same call on channels-last tensors (another kernel family);
+- ``grouped``: one grouped convolution over (batch x channels) groups, the output
+  gradient as the kernel (stride becomes dilation), summed over the batch;
+- ``unfold``: the input's patches (``F.unfold``) contracted with the output gradient.
+
+    python bench/depthwise_grad.py --device cuda --batch 128 --size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from compress.registry import create_model
+
+Layer = tuple[nn.Conv2d, torch.Tensor]  # a depthwise convolution and its input
+Gradient = Callable[[nn.Conv2d, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def depthwise_layers(batch: int, size: int, device: torch.device) -> list[Layer]:
+    model = create_model("ghostnet", num_classes=10).to(device)
+    layers: list[Layer] = []
+
+    def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        layers.append((module, inputs[0].detach()))
+
+    hooks = [
+        m.register_forward_hook(keep)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
+    ]
+    with torch.no_grad():
+        model(torch.randn(batch, 3, size, size, device=device))
+    for hook in hooks:
+        hook.remove()
+    return layers
+
+
+def pytorch(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return torch.nn.grad.conv2d_weight(
+        x, conv.weight.shape, grad, conv.stride, conv.padding, conv.dilation, conv.groups
+    )
+
+
+def channels_last(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    cl = torch.channels_last
+    return pytorch(conv, x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl))
+
+
+def grouped(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    k = conv.kernel_size
+    out = F.conv2d(
+        x.reshape(1, n * c, h, w),
+        grad.reshape(n * c, 1, *grad.shape[2:]),
+        padding=conv.padding,
+        dilation=conv.stride,
+        groups=n * c,
+    )
+    return out[..., : k[0], : k[1]].reshape(n, c, *k).sum(0).unsqueeze(1)
+
+
+def unfold(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    n, c = x.shape[:2]
+    k = conv.kernel_size
+    patches = F.unfold(x, k, padding=conv.padding, stride=conv.stride)
+    patches = patches.reshape(n, c, k[0] * k[1], -1)
+    weight = torch.einsum("nckl,ncl->ck", patches, grad.flatten(2))
+    return weight.reshape(c, 1, *k)
+
+
+FORMULATIONS: dict[str, Gradient] = {
+    "pytorch": pytorch,
+    "channels_last": channels_last,
+    "grouped": grouped,
+    "unfold": unfold,
+}
+
+
+def seconds(fn: Gradient, cases: list[tuple[nn.Conv2d, torch.Tensor, torch.Tensor]], repeats: int):
+    def once() -> None:
+        for case in cases:
+            fn(*case)
+
+    once()  # warm-up: kernel selection, allocations
+    if cases[0][1].is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if cases[0][1].is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cases = []
+    for conv, x in depthwise_layers(args.batch, args.size, device):
+        out = conv(x)
+        cases.append((conv, x, torch.randn_like(out)))
+    table = Table(
+        title=f"Depthwise weight gradients of GhostNet, batch {args.batch}, {args.size}px, "
+        f"{len(cases)} layers, {device}"
+    )
+    for column in ("formulation", "max rel. error", "ms per step", "vs pytorch"):
+        table.add_column(column)
+    base = None
+    for name, fn in FORMULATIONS.items():
+        errors = []
+        for conv, x, grad in cases:
+            reference = pytorch(conv, x, grad)
+            scale = reference.abs().max().clamp_min(1e-12)
+            errors.append(((fn(conv, x, grad) - reference).abs().max() / scale).item())
+        elapsed = seconds(fn, cases, args.repeats)
+        base = base or elapsed
+        table.add_row(name, f"{max(errors):.1e}", f"{elapsed * 1e3:.2f}", f"{base / elapsed:.2f}x")
+        print(f"{name}: error {max(errors):.2e} ratio {base / elapsed:.3f}", flush=True)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
