@@ -171,7 +171,7 @@ def test_a_ctrl_c_that_a_library_swallowed_still_ends_the_next_step(tmp_path, ow
         run("baseline", tmp_path, console=Console(quiet=True), model="resnet20", **options)
     (interrupted,) = tmp_path.glob("resnet20-*")
     assert json.loads((interrupted / "metrics.json").read_text())["epochs_done"] == 0
-    interrupts.handled()  # what the command line does once it has said "interrupted"
+    interrupts.handled()  # what the command line does when a command ends
     run("baseline", tmp_path / "after", console=Console(quiet=True), model="resnet20", **options)
 
 

@@ -57,10 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interrupts.requested():  # a library turned the Ctrl-C into an error of its own
             return _interrupted(args.command)
         raise
+    finally:  # the command is over: an interrupt it got stops nothing after it
+        interrupts.handled()
 
 
 def _interrupted(command: str) -> int:
-    interrupts.handled()
     error_console.print(f"compress {command}: interrupted", highlight=False)
     return 130
 
