@@ -15,7 +15,7 @@ from compress.techniques.ghost import GhostConfig
 from studies.objectives import OBJECTIVES
 from studies.pareto import pareto_front
 from studies.space import searchable, suggest
-from studies.study import StudySpec, optimize, sampler_seed, trial_options
+from studies.study import StudySpec, open_study, optimize, sampler_seed, trial_options
 
 
 def test_brute_force_front():
@@ -75,6 +75,9 @@ def quick_spec(out, **changes) -> StudySpec:
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
     spec = quick_spec(tmp_path, techniques=["explode_for_test", "prune"], trials=4)
+    queue = open_study(spec)  # one of each first: the sampler alone draws 4 prunes 1 in 16
+    queue.enqueue_trial({"technique": "explode_for_test", "explode_for_test.when": 0.5})
+    queue.enqueue_trial({"technique": "prune", "prune.ratio": 0.5})
     study = optimize(spec, Console(quiet=True))
     states = [t.state for t in study.trials]
     assert len(states) == 4 and optuna.trial.TrialState.COMPLETE in states
