@@ -136,7 +136,8 @@ def ctrl_c_raises():
 
 
 def test_ctrl_c_stops_a_packed_study_and_every_trial_it_trains(tmp_path, ctrl_c_raises):
-    """One trial trains the shared backbone, the other waits for it: both end."""
+    """One trial trains the shared backbone, the other waits for it: both end, and no
+    new trial starts."""
     spec = quick_spec(tmp_path, trials=2, concurrent=2, fixed={**TINY, "epochs": 50})
 
     def press_ctrl_c_once_training_has_a_checkpoint():
@@ -148,7 +149,8 @@ def test_ctrl_c_stops_a_packed_study_and_every_trial_it_trains(tmp_path, ctrl_c_
     with pytest.raises(KeyboardInterrupt):
         optimize(spec, Console(quiet=True))
     study = optuna.load_study(study_name=spec.study_name, storage=open_storage(spec.storage_url))
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    states = [t.state.name for t in study.trials]
+    assert states in (["FAIL"], ["FAIL", "FAIL"])  # the second may not have been drawn yet
     statuses = {runs.read_json(path)["status"] for path in tmp_path.rglob(runs.METRICS)}
     assert statuses == {"interrupted"}
 
