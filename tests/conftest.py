@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ def cifar10_shards() -> Path:
     if not (SHARED_CIFAR10 / "cifar10-test.npz").exists():
         pytest.skip("real CIFAR-10 shards (../shared/data/cifar10) are not here")
     return SHARED_CIFAR10
+
+
+@pytest.fixture
+def signal_handlers_restored():
+    """A test that installs SIGINT/SIGTERM handlers leaves the test process as it was."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for each, handler in handlers.items():
+        signal.signal(each, handler)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -143,15 +143,9 @@ def test_sigterm_mid_epoch_is_handled_like_ctrl_c(tmp_path):
     assert metrics["status"] == "interrupted" and metrics["epochs_done"] >= 1
 
 
-@pytest.fixture
-def own_signal_handlers():
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for each, handler in handlers.items():
-        signal.signal(each, handler)
-
-
-def test_a_ctrl_c_that_a_library_swallowed_still_ends_the_next_step(tmp_path, own_signal_handlers):
+def test_a_ctrl_c_that_a_library_swallowed_still_ends_the_next_step(
+    tmp_path, signal_handlers_restored
+):
     """A bare ``except:`` in a library (torch-pruning's optional imports) once kept a study
     worker training after Ctrl-C: the request outlives the KeyboardInterrupt."""
     options = {

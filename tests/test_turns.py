@@ -128,11 +128,9 @@ def test_a_packed_study_records_what_a_one_by_one_study_records(tmp_path):
 
 
 @pytest.fixture
-def ctrl_c_raises():
+def ctrl_c_raises(signal_handlers_restored):
     """SIGINT raises KeyboardInterrupt in this process, as in a terminal."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_ctrl_c_stops_a_packed_study_and_every_trial_it_trains(tmp_path, ctrl_c_raises):
