@@ -168,6 +168,8 @@ def test_prune_end_to_end_labels_and_reload(tmp_path, method, kind):
         "64",
         "--finetune-epochs",
         "1",
+        "--input-size",
+        "16",
         "--json",
         cwd=tmp_path,
     )
@@ -183,7 +185,7 @@ def test_prune_end_to_end_labels_and_reload(tmp_path, method, kind):
         assert metrics["nonzero_macs_est"] < 0.6 * metrics["macs"]
     state = load_file(f"{tmp_path / metrics['run_dir']}/model.safetensors")
     model = fit_to_state_dict(create_model("resnet20", num_classes=4), state).eval()
-    assert count_macs(model, torch.zeros(1, 3, 32, 32)) == metrics["macs"]
+    assert count_macs(model, torch.zeros(1, 3, 16, 16)) == metrics["macs"]
 
 
 @pytest.mark.parametrize(
@@ -214,6 +216,7 @@ def test_a_pruned_run_reports_the_pruned_network_and_its_fine_tuning(tmp_path):
         train_size=256,
         epochs=2,
         batch_size=64,
+        input_size=16,
     ).metrics
     history = metrics["history"]
     assert [(r["epoch"], r["phase"]) for r in history] == [

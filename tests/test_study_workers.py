@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from clitools import QUICK_STUDY, compress_cli
+from clitools import compress_cli, quick_study
 from optuna.trial import TrialState
 
 from studies.storage import WORKER_ATTR, open_storage
@@ -44,7 +44,7 @@ def assert_each_trial_once(study: optuna.Study, count: int) -> None:
 
 
 def test_two_workers_share_the_trials_none_lost_or_repeated(tmp_path):
-    args = [*QUICK_STUDY, "--epochs", "1", "--trials", "4", "--workers", "2"]
+    args = [*quick_study(), "--epochs", "1", "--trials", "4", "--workers", "2"]
     result = compress_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     journal = tmp_path / "out/pareto.journal"
@@ -82,7 +82,7 @@ def wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> dic
 
 
 def kill_a_worker_then_resume(tmp_path, storage: str, name: str) -> None:
-    args = [*QUICK_STUDY, "--epochs", "4", "--study-name", name, "--storage", storage]
+    args = [*quick_study("ghost"), "--epochs", "2", "--study-name", name, "--storage", storage]
     command = [sys.executable, "-m", "compress.cli", *args]
     parent = subprocess.Popen(
         [*command, "--trials", "2", "--workers", "2"],  # one trial each
@@ -103,9 +103,7 @@ def kill_a_worker_then_resume(tmp_path, storage: str, name: str) -> None:
     assert killed.user_attrs["error"].startswith("WorkerDied: worker process")
     assert not study.get_trials(states=(TrialState.RUNNING,))  # consistent: nothing dangling
 
-    resumed = subprocess.run(
-        [*command, "--trials", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+    resumed = compress_cli(*args, "--trials", "1", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = load(storage, name)
     states = [t.state for t in study.trials]
@@ -123,8 +121,9 @@ def test_killing_a_worker_mid_trial_leaves_the_study_consistent_and_resumable(tm
 
 
 def test_workers_refuse_sqlite(tmp_path):
+    sqlite = f"sqlite:///{tmp_path}/s.db"
     result = compress_cli(
-        *QUICK_STUDY, "--workers", "2", "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path
+        *quick_study("ghost"), "--workers", "2", "--storage", sqlite, cwd=tmp_path
     )
     assert result.returncode == 2
     assert "SQLite, which locks under concurrent writers" in result.stderr
@@ -134,8 +133,8 @@ def test_workers_refuse_sqlite(tmp_path):
 def test_two_machines_on_postgresql_share_one_study(tmp_path):
     url = postgres_url()
     name = f"machines-{uuid.uuid4().hex[:8]}"
-    args = [*QUICK_STUDY, "--epochs", "1", "--trials", "2", "--storage", url, "--study-name", name]
-    command = [sys.executable, "-m", "compress.cli", *args]
+    args = [*quick_study("ghost"), "--epochs", "1", "--trials", "1", "--study-name", name]
+    command = [sys.executable, "-m", "compress.cli", *args, "--storage", url]
     machines = [  # two independent `compress study pareto` commands, as on two machines
         subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -143,7 +142,7 @@ def test_two_machines_on_postgresql_share_one_study(tmp_path):
         _, stderr = machine.communicate(timeout=600)
         assert machine.returncode == 0, stderr
     study = load(url, name)
-    assert_each_trial_once(study, 4)
+    assert_each_trial_once(study, 2)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
@@ -173,9 +172,9 @@ def alive(pid: int) -> bool:
 
 
 def start_study(tmp_path, name: str, **popen) -> subprocess.Popen:
-    args = [*QUICK_STUDY, "--epochs", "20", "--trials", "4", "--workers", "2", "--study-name", name]
+    args = ["--epochs", "20", "--trials", "4", "--workers", "2", "--study-name", name]
     return subprocess.Popen(
-        [sys.executable, "-m", "compress.cli", *args],
+        [sys.executable, "-m", "compress.cli", *quick_study("ghost"), *args],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -3,6 +3,10 @@
 Channel pruning makes a smaller dense network; weight masking keeps every tensor's
 shape and only zeroes entries, so its MACs fall only on sparse hardware. Every result
 says which of the two it is, with dense and non-zero counts side by side.
+
+torch-pruning (and the Ghost-aware pruner built on it) is imported where it is used: it
+imports timm and torchvision, about 3 s that every process which never prunes (a
+``compress --help``, a baseline run, a study worker) would pay otherwise.
 """
 
 from __future__ import annotations
@@ -10,10 +14,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -23,7 +26,9 @@ from compress.options import Options, option
 from compress.reports import MetricRow, count, percent, scaled, share
 from compress.techniques.base import RunContext, Technique, register_technique
 from ghost.module import GhostModule
-from ghost.pruning import GhostAwareImportance, ghost_pruning_setup
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "random")
 CHANNELS, WEIGHTS = "channels removed", "weights masked"
@@ -69,6 +74,8 @@ class PruneConfig(Options):
 
 def protected_layers(model: nn.Module) -> list[nn.Module]:
     """First layer, classifier, Ghost modules that cannot lose whole maps, model's own."""
+    from ghost.pruning import ghost_pruning_setup
+
     first = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, GhostModule)))
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     own = model.pruning_protected() if hasattr(model, "pruning_protected") else []
@@ -77,6 +84,10 @@ def protected_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def _importance(kind: str) -> tp.importance.Importance:
+    import torch_pruning as tp
+
+    from ghost.pruning import GhostAwareImportance
+
     base = {
         "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
         "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -88,6 +99,10 @@ def _importance(kind: str) -> tp.importance.Importance:
 
 
 def _pruner(model: nn.Module, config: PruneConfig, ratio: float, example: torch.Tensor):
+    import torch_pruning as tp
+
+    from ghost.pruning import ghost_pruning_setup
+
     pruners, _ = ghost_pruning_setup(model)
     return tp.pruner.BasePruner(
         model,
@@ -146,6 +161,8 @@ def prunable_fraction(model: nn.Module, config: PruneConfig, example: torch.Tens
 
 
 def _unprunable_reason(model: nn.Module) -> str:
+    from ghost.pruning import ghost_pruning_setup
+
     _, kept = ghost_pruning_setup(model)
     if not kept:
         return "its first conv, classifier and residual streams are protected"
