@@ -15,7 +15,7 @@ from compress.deploy import export_onnx, export_run, fold_batchnorm, ort_session
 from compress.errors import UsageError
 from studies.objectives import recorded
 
-QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "train_size": 256, "input_size": 16}
+QUICK = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "train_size": 128, "input_size": 16}
 
 
 def test_folding_batchnorm_keeps_the_function_and_removes_every_norm():
@@ -65,14 +65,15 @@ def test_a_float_export_runs_in_onnx_runtime_with_any_batch(tmp_path):
         ),
         (
             "quantize",
-            {"model": "resnet20", "weight_bits": 8, "act_bits": 8},
+            # trained longer: fewer test images near a rounding tie of the fake-quant net
+            {"model": "resnet20", "weight_bits": 8, "act_bits": 8, "epochs": 2, "train_size": 256},
             "integer (QCDQ)",
             "QuantizeLinear",
         ),
     ],
 )
 def test_a_run_exports_and_gives_pytorchs_answers(tmp_path, technique, options, form, integer_op):
-    outcome = run(technique, tmp_path, console=Console(quiet=True), **QUICK, **options)
+    outcome = run(technique, tmp_path, console=Console(quiet=True), **{**QUICK, **options})
     result = export_run(outcome.run_dir, threads=1, batch=4, repeats=3)
     assert result["form"] == form
     assert result["check"].startswith("passed"), result["check"]
