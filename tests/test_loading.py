@@ -12,7 +12,7 @@ from compress.engine import TrainConfig, Trainer
 from compress.loading import RunLoadError
 from compress.runner import run
 
-QUICK = {"dataset": "synthetic", "train_size": 128, "epochs": 1, "batch_size": 64}
+QUICK = {"dataset": "synthetic", "train_size": 128, "epochs": 1, "batch_size": 64, "input_size": 16}
 RUNS = {
     "baseline": ("baseline", {"model": "resnet20"}),
     "ghost": ("ghost", {"backbone": "resnet20"}),
@@ -28,7 +28,7 @@ RUNS = {
 
 
 def accuracy_of(model) -> float:
-    recipe = TrainConfig(device="cpu", precise_bn=0, batch_size=64)
+    recipe = TrainConfig(device="cpu", precise_bn=0, batch_size=64, input_size=16)
     _, accuracy = Trainer(model, make_synthetic(), recipe, torch.Generator()).evaluate()
     return accuracy
 
