@@ -134,7 +134,7 @@ def test_attention_transfer_is_beta_half_the_sum_over_stage_pairs():
 
 def test_ghost_student_distilled_from_a_teacher_run(tmp_path):
     quick = ["--dataset", "synthetic", "--batch-size", "32", "--no-augment", "--json"]
-    quick += ["--input-size", "16"]
+    quick += ["--train-size", "256", "--input-size", "16"]
     teacher = compress_cli(
         "run", "baseline", "--model", "resnet20", "--epochs", "2", *quick, cwd=tmp_path
     )

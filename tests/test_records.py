@@ -17,8 +17,10 @@ def test_every_file_a_run_writes_gets_the_users_umask(tmp_path):
             console=Console(quiet=True),
             model="resnet20",
             dataset="synthetic",
+            train_size=128,
             epochs=1,
             batch_size=128,
+            input_size=16,
         )
     finally:
         os.umask(previous)

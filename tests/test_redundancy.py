@@ -105,7 +105,8 @@ def test_pretrained_weights_online_use_the_models_own_preprocessing(monkeypatch)
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    outcome = run("baseline", out, model="resnet20", dataset="synthetic", epochs=1, batch_size=64)
+    options = {"dataset": "synthetic", "train_size": 128, "epochs": 1, "input_size": 16}
+    outcome = run("baseline", out, model="resnet20", batch_size=64, **options)
     return outcome.run_dir
 
 

@@ -12,7 +12,7 @@ from compress.reproduce import BUNDLED, SEED_CAVEATS, read_published, write_seed
 from compress.results import section_name
 from compress.runner import RunOutcome, run
 
-QUICK = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "input_size": 16}
+QUICK = {"dataset": "synthetic", "train_size": 128, "epochs": 2, "batch_size": 64, "input_size": 16}
 
 
 @pytest.fixture(scope="module")

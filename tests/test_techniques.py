@@ -130,8 +130,10 @@ def test_python_api_runs_a_composition(tmp_path):
         ratio=0.5,
         finetune_epochs=0,
         dataset="synthetic",
+        train_size=128,
         epochs=1,
         batch_size=64,
+        input_size=16,
         console=Console(quiet=True),
     )
     assert outcome.metrics["technique"] == "ghost+prune"
