@@ -173,7 +173,7 @@ QUICK = [  # synthetic data at 16x16: a quarter of the work of 32x32
     "--train-size",
     "256",
     "--batch-size",
-    "32",
+    "64",
     "--input-size",
     "16",
     "--no-augment",

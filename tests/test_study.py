@@ -50,10 +50,10 @@ class Explode(Technique):
 
 QUICK_FIXED = {
     "dataset": "synthetic",
-    "train_size": 256,
+    "train_size": 128,
     "test_size": 64,
     "epochs": 1,
-    "batch_size": 128,
+    "batch_size": 64,
     "input_size": 16,  # a quarter of the work of 32x32: what is tested does not need it
 }
 
