@@ -1,7 +1,8 @@
 """torchvision's mobile nets, registered under the names the paper's tables use.
 
 torchvision is imported when one of them is built, not when they are registered: its
-import loads ``torch._dynamo`` (about 2 s), which every ``compress`` process would pay.
+import loads ``torch._dynamo`` (about 2 s), which commands that train nothing (``--help``,
+``list``, a study's parent process) would pay at start-up.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import contextlib
 import ctypes
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -52,5 +52,18 @@ def work(spec: dict[str, Any], threads: int) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         optimize(StudySpec(**spec), stderr_console(quiet=True), baselines=False)
     except KeyboardInterrupt:
-        print(f"worker {index}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted(index)
+    except Exception:
+        if early or _interrupt_requested():  # a library turned it into an error of its own
+            _interrupted(index)  # (Optuna's journal lock, when it came inside its release)
+        raise
+
+
+def _interrupt_requested() -> bool:
+    interrupts = sys.modules.get("compress.interrupts")
+    return interrupts is not None and interrupts.requested()
+
+
+def _interrupted(index: int) -> NoReturn:
+    print(f"worker {index}: interrupted", file=sys.stderr)
+    sys.exit(130)

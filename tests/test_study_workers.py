@@ -44,25 +44,24 @@ def assert_each_trial_once(study: optuna.Study, count: int) -> None:
 
 
 def test_two_workers_share_the_trials_none_lost_or_repeated(tmp_path):
-    args = [*quick_study(), "--epochs", "1", "--trials", "4", "--workers", "2"]
+    args = [*quick_study("prune"), "--epochs", "1", "--trials", "2", "--workers", "2"]
     result = compress_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     journal = tmp_path / "out/pareto.journal"
     assert journal.exists() and not (tmp_path / "out/pareto.db").exists()
     study = load(f"journal:{journal}", "pareto")
-    assert_each_trial_once(study, 4)
+    assert_each_trial_once(study, 2)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     pids = {t.user_attrs[WORKER_ATTR]["pid"] for t in study.trials}
-    assert len(pids) == 2  # two processes did the work, two trials each
-    # each worker samples with its own seed: no two draw the same (continuous) prune ratio;
-    # ghost's 16 (s, d) points may coincide by chance, so they prove nothing here
-    ratios = [t.params["prune.ratio"] for t in study.trials if "prune.ratio" in t.params]
-    assert len(set(ratios)) == len(ratios)
+    assert len(pids) == 2  # two processes did the work, one trial each
+    # each worker samples with its own seed: they do not draw the same (continuous) ratio
+    ratios = [t.params["prune.ratio"] for t in study.trials]
+    assert len(set(ratios)) == 2
     assert (tmp_path / "out/pareto/pareto.png").exists()
 
     shown = compress_cli("study", "show", "pareto", "--out", "out", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert "4 complete, 0 failed" in shown.stdout
+    assert "2 complete, 0 failed" in shown.stdout
 
 
 def wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> dict:
@@ -207,3 +206,29 @@ def test_ctrl_c_on_a_study_says_one_line_per_process(tmp_path):
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("[I ")]
     assert len(lines) <= 3, stderr  # the study, and at most one line per worker
     assert lines[-1] == "compress study: interrupted"
+
+
+def test_a_worker_says_interrupted_when_a_library_turned_the_ctrl_c_into_an_error(
+    monkeypatch, capsys, signal_handlers_restored
+):
+    """Ctrl-C inside Optuna's journal lock release comes out as the lock's own error (seen
+    in CI as a worker's traceback): the worker still ends with its one line and 130."""
+    import studies.study
+    from compress import interrupts
+    from studies.worker import work
+
+    def optimize_interrupted_inside_a_lock(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise FileNotFoundError("the lock file, gone") from None
+
+    monkeypatch.setattr(studies.study, "optimize", optimize_interrupted_inside_a_lock)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            work({"worker_index": 1}, threads=1)
+    finally:
+        interrupts.handled()
+    assert ended.value.code == 130
+    assert capsys.readouterr().err == "worker 1: interrupted\n"
