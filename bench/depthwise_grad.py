@@ -1,5 +1,6 @@
-"""The depthwise weight gradient of a GhostNet step: PyTorch's kernel against two other
-formulations, each checked against PyTorch's gradient first.
+"""The depthwise weight gradient of a GhostNet step: PyTorch's kernel against other
+formulations, each checked against PyTorch's gradient first, then whole training steps
+with and without the one the engine adopted on the CPU.
 
 On an H200 PyTorch's depthwise weight-gradient kernel was the largest single cost of a
 32x32 GhostNet step (24.5% of kernel time, ``docs/benchmarks.md``). For every depthwise
@@ -8,9 +9,15 @@ gradient, this times the weight gradient computed by
 
 - ``pytorch``: autograd's own (the reference, and the baseline of each ratio);
 - ``channels_last``: the same call on channels-last tensors (another kernel family);
-- ``grouped``: one grouped convolution over (batch x channels) groups, the output
-  gradient as the kernel (stride becomes dilation), summed over the batch;
+- ``grouped_by_sample``: one grouped convolution over (batch x channels) groups, the
+  output gradient as the kernel (stride becomes dilation), summed over the batch;
+- ``grouped_by_channel``: one grouped convolution over channel groups of N images each
+  (``compress.depthwise``, what the engine uses on the CPU);
 - ``unfold``: the input's patches (``F.unfold``) contracted with the output gradient.
+
+Then it times whole eager training steps (forward, backward, Adam) of GhostNet on
+channels-last tensors, as the engine runs them on the CPU, with PyTorch's backward and
+inside ``GroupedDepthwiseBackward``.
 
     python bench/depthwise_grad.py --device cuda --batch 128 --size 32
 """
@@ -18,6 +25,8 @@ gradient, this times the weight gradient computed by
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import time
 from collections.abc import Callable
 
@@ -27,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from compress.depthwise import GroupedDepthwiseBackward, depthwise_weight_gradient
 from compress.registry import create_model
 
 Layer = tuple[nn.Conv2d, torch.Tensor]  # a depthwise convolution and its input
@@ -63,7 +73,7 @@ def channels_last(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch
     return pytorch(conv, x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl))
 
 
-def grouped(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def grouped_by_sample(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     k = conv.kernel_size
     out = F.conv2d(
@@ -74,6 +84,10 @@ def grouped(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
         groups=n * c,
     )
     return out[..., : k[0], : k[1]].reshape(n, c, *k).sum(0).unsqueeze(1)
+
+
+def grouped_by_channel(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return depthwise_weight_gradient(x, grad, conv.kernel_size, conv.stride, conv.padding)
 
 
 def unfold(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -88,7 +102,8 @@ def unfold(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor
 FORMULATIONS: dict[str, Gradient] = {
     "pytorch": pytorch,
     "channels_last": channels_last,
-    "grouped": grouped,
+    "grouped_by_sample": grouped_by_sample,
+    "grouped_by_channel": grouped_by_channel,
     "unfold": unfold,
 }
 
@@ -107,6 +122,37 @@ def seconds(fn: Gradient, cases: list[tuple[nn.Conv2d, torch.Tensor, torch.Tenso
     if cases[0][1].is_cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeats
+
+
+def step_seconds(model_name: str, batch: int, size: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of an eager CPU training step, channels-last as the engine runs it,
+    with PyTorch's backward and with the grouped one, the two steps taken in turn so
+    that both see the same load of the machine."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def trainer(backward: Callable[[], contextlib.AbstractContextManager]) -> Callable[[], float]:
+        torch.manual_seed(0)
+        model = create_model(model_name, num_classes=10).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters())
+
+        def step() -> float:
+            start = time.perf_counter()
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            with backward():
+                loss.backward()
+            optimizer.step()
+            return time.perf_counter() - start
+
+        step()  # warm-up
+        return step
+
+    pytorch_step = trainer(contextlib.nullcontext)
+    grouped_step = trainer(GroupedDepthwiseBackward)
+    times = [(pytorch_step(), grouped_step()) for _ in range(repeats)]
+    return statistics.median(t for t, _ in times), statistics.median(t for _, t in times)
 
 
 def main() -> None:
@@ -139,7 +185,20 @@ def main() -> None:
         base = base or elapsed
         table.add_row(name, f"{max(errors):.1e}", f"{elapsed * 1e3:.2f}", f"{base / elapsed:.2f}x")
         print(f"{name}: error {max(errors):.2e} ratio {base / elapsed:.3f}", flush=True)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if device.type != "cpu":
+        return  # the engine uses the grouped formulation on the CPU only
+    steps = Table(title=f"Eager CPU training steps, batch {args.batch}, {args.size}px")
+    for column in ("model", "pytorch", "grouped by channel", "ratio"):
+        steps.add_column(column)
+    for model_name in ("ghostnet", "mobilenetv3_large"):
+        base, fast = step_seconds(model_name, args.batch, args.size, args.repeats)
+        steps.add_row(
+            model_name, f"{base * 1e3:.0f} ms", f"{fast * 1e3:.0f} ms", f"{base / fast:.2f}x"
+        )
+        print(f"step {model_name}: ratio {base / fast:.3f}", flush=True)
+    console.print(steps)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from torch import nn
 
 from compress import interrupts
 from compress.data import Dataset, DeviceLoader, normalization, prepare
+from compress.depthwise import GroupedDepthwiseBackward, has_depthwise
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.turns import turn
@@ -289,6 +290,9 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
+        # PyTorch's CPU depthwise weight gradient is slow; compiled graphs choose their own.
+        grouped = self.device.type == "cpu" and not config.compile and has_depthwise(model)
+        self.backward_context = GroupedDepthwiseBackward if grouped else contextlib.nullcontext
         check_step(config, graph_obstacles)
         obstacle = graph_obstacle(config, self.device, graph_obstacles)
         self.use_graph = obstacle is None and config.cuda_graph is not False
@@ -333,7 +337,8 @@ class Trainer:
             if self.loss_term is not None:
                 loss = self.loss_term(inputs, logits, labels, loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self.backward_context():
+            loss.backward()
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()

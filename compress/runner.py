@@ -515,7 +515,11 @@ def _finish(
         model = techniques[use.name].post_train(model, use.options, context)
     post_time = time.perf_counter() - post_start
     device = resolve_device(spec.train.device)
-    final_acc = _final_accuracy(model, context)
+    changed = prepared.terms or any(_acts_after_training(techniques[u.name]) for u in spec.uses)
+    if state.history and not changed:  # the last epoch evaluated this very network
+        final_acc = state.history[-1]["val_acc"]
+    else:
+        final_acc = _final_accuracy(model, context)
     auxiliary = [p for use in spec.uses for p in techniques[use.name].auxiliary_parameters(model)]
     profile = profile_model(
         model, context.input_size, device, latency_repeats=20, auxiliary=auxiliary
@@ -583,6 +587,11 @@ def latency_side_by_side(outcomes: list[RunOutcome], repeats: int = 30) -> list[
             metrics["latency_source"] = f"carried over from {outcome.run_dir.name}"
         results.append(metrics)
     return results
+
+
+def _acts_after_training(technique: Technique) -> bool:
+    """Whether ``technique`` has a ``post_train`` of its own (which may change the network)."""
+    return type(technique).post_train is not Technique.post_train
 
 
 def _final_accuracy(model: torch.nn.Module, context: RunContext) -> float:
