@@ -93,7 +93,10 @@ def plot_front(
     title: str,
 ) -> None:
     """Accuracy against the first cost (log axis), coloured by technique, the front of the
-    two drawn, baselines marked. Other objective pairs are plotted the same way."""
+    two drawn, baselines marked. Other objective pairs are plotted the same way.
+
+    Fixed margins, as for the training curves: ``tight_layout`` drew each figure once more
+    (0.32 -> 0.21 s a plot on a CPU, and a study draws two or more)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,6 +106,7 @@ def plot_front(
 
     x, y = plot_axes(objectives)
     figure, axis = plt.subplots(figsize=(7, 5), dpi=100)
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
     done = [r for r in rows if r["state"] == "COMPLETE"]
     for technique in sorted({r["technique"] for r in done}):
         chosen = [r for r in done if r["technique"] == technique]
@@ -120,6 +124,5 @@ def plot_front(
     axis.grid(alpha=0.3)
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=8)
-    figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     plt.close(figure)
