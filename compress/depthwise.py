@@ -4,8 +4,9 @@ PyTorch's CPU kernel for the weight gradient of a depthwise convolution (one fil
 channel) took 36% of a 32x32 GhostNet training step on a 2-core EPYC VM, 15 times its
 forward. The same numbers come from one grouped convolution: grouping the input by
 channel, each group's N batch images are convolved with that channel's N output
-gradients as the kernel (the stride becomes the dilation), giving the k x k gradient;
-2.1x faster there (``bench/depthwise_grad.py``, ``docs/benchmarks.md``).
+gradients as the kernel (the stride becomes the dilation), giving the k x k gradient.
+There that is 2.0-2.8x faster than PyTorch's kernel, and a whole GhostNet step 1.3x
+(MobileNetV3-Large 1.9x; ``bench/depthwise_grad.py``, ``docs/benchmarks.md``).
 
 The formulation is applied where autograd asks for the gradient, by intercepting
 ``aten.convolution_backward`` while ``loss.backward()`` runs, so the model, its

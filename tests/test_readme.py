@@ -26,7 +26,7 @@ NEEDS_NETWORK = {
     "a PostgreSQL server": re.compile(r"postgresql://"),
 }
 # Options that shrink a command's work to seconds, per sub-command.
-TINY_DATA = ["--train-size", "32", "--test-size", "16", "--batch-size", "16"]
+TINY_DATA = ["--train-size", "16", "--test-size", "16", "--batch-size", "8"]
 BUDGET = {
     ("run",): ["--epochs", "1", *TINY_DATA],
     ("study", "pareto"): ["--trials", "1", "--epochs", "1", *TINY_DATA],
