@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from compress.depthwise import GroupedDepthwiseBackward, depthwise_weight_gradient
+from compress.depthwise import GroupedDepthwiseBackward, depthwise_weight_gradient, is_depthwise
 from compress.registry import create_model
 
 Layer = tuple[nn.Conv2d, torch.Tensor]  # a depthwise convolution and its input
@@ -50,11 +50,7 @@ def depthwise_layers(batch: int, size: int, device: torch.device) -> list[Layer]
     def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
         layers.append((module, inputs[0].detach()))
 
-    hooks = [
-        m.register_forward_hook(keep)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
-    ]
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if is_depthwise(m)]
     with torch.no_grad():
         model(torch.randn(batch, 3, size, size, device=device))
     for hook in hooks:

@@ -25,12 +25,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _convolution_backward = torch.ops.aten.convolution_backward.default
 
 
-def has_depthwise(model: nn.Module) -> bool:
-    """Whether ``model`` holds a depthwise convolution, the layer this module speeds up."""
-    return any(
-        isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
-        for m in model.modules()
+def is_depthwise(module: nn.Module) -> bool:
+    """A convolution with one filter per channel, the layer this module speeds up."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == module.in_channels == module.out_channels > 1
     )
+
+
+def has_depthwise(model: nn.Module) -> bool:
+    return any(is_depthwise(m) for m in model.modules())
 
 
 def depthwise_weight_gradient(

@@ -72,14 +72,12 @@ class PruneConfig(Options):
             raise UsageError("--target-macs and --round-to apply to channel pruning only")
 
 
-def protected_layers(model: nn.Module) -> list[nn.Module]:
-    """First layer, classifier, Ghost modules that cannot lose whole maps, model's own."""
-    from ghost.pruning import ghost_pruning_setup
-
+def protected_layers(model: nn.Module, unprunable_ghosts: list[nn.Module]) -> list[nn.Module]:
+    """First layer, classifier, Ghost modules that cannot lose whole maps (as
+    ``ghost_pruning_setup`` found them), model's own."""
     first = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, GhostModule)))
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     own = model.pruning_protected() if hasattr(model, "pruning_protected") else []
-    _, unprunable_ghosts = ghost_pruning_setup(model)
     return [first, *linears[-1:], *own, *unprunable_ghosts]
 
 
@@ -103,7 +101,7 @@ def _pruner(model: nn.Module, config: PruneConfig, ratio: float, example: torch.
 
     from ghost.pruning import ghost_pruning_setup
 
-    pruners, _ = ghost_pruning_setup(model)
+    pruners, unprunable_ghosts = ghost_pruning_setup(model)
     return tp.pruner.BasePruner(
         model,
         example,
@@ -111,7 +109,7 @@ def _pruner(model: nn.Module, config: PruneConfig, ratio: float, example: torch.
         global_pruning=config.scope == "global",
         pruning_ratio=ratio,
         iterative_steps=config.steps,
-        ignored_layers=protected_layers(model),
+        ignored_layers=protected_layers(model, unprunable_ghosts),
         round_to=config.round_to,
         customized_pruners=pruners,
         root_module_types=[nn.Conv2d, nn.Linear, GhostModule],
