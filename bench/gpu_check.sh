@@ -24,7 +24,7 @@ step() { echo "=== $*"; "$@" || echo "=== FAILED ($?): $*"; }
     --variants default,eager
   step $py -m compress.cli profile ghostnet mobilenetv3_large mobilenetv3_small resnet56 \
     --device cuda --repeats 30
-  step $py bench/depthwise_grad.py --device cuda --batch 128 --size 32 --repeats 20
+  step $py bench/cpu_backward.py --device cuda --batch 128 --size 32 --repeats 20
   for backbone in resnet20 "ghostnet --cifar-strides"; do
     # shellcheck disable=SC2086  # the backbone's own flag
     step $py bench/study_throughput.py --data-dir "$data" --device cuda --trials 16 \

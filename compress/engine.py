@@ -22,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from compress import interrupts
+from compress.cpu_backward import CpuConvolutionBackward, has_depthwise
 from compress.data import Dataset, DeviceLoader, normalization, prepare
-from compress.depthwise import GroupedDepthwiseBackward, has_depthwise
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.turns import turn
@@ -290,9 +290,10 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
         self.step_model = torch.compile(model) if config.compile else model
-        # PyTorch's CPU depthwise weight gradient is slow; compiled graphs choose their own.
-        grouped = self.device.type == "cpu" and not config.compile and has_depthwise(model)
-        self.backward_context = GroupedDepthwiseBackward if grouped else contextlib.nullcontext
+        # PyTorch's CPU gradients of depthwise (and small pointwise) convolutions are slow;
+        # elsewhere intercepting the backward would only cost; compiled graphs choose their own.
+        faster = self.device.type == "cpu" and not config.compile and has_depthwise(model)
+        self.backward_context = CpuConvolutionBackward if faster else contextlib.nullcontext
         check_step(config, graph_obstacles)
         obstacle = graph_obstacle(config, self.device, graph_obstacles)
         self.use_graph = obstacle is None and config.cuda_graph is not False

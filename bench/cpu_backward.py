@@ -1,6 +1,6 @@
-"""The depthwise weight gradient of a GhostNet step: PyTorch's kernel against other
-formulations, each checked against PyTorch's gradient first, then whole training steps
-with and without the one the engine adopted on the CPU.
+"""The convolution gradients of a GhostNet step: PyTorch's kernels against other
+formulations, each checked against PyTorch's gradients first, then whole training steps
+with PyTorch's backward and with the engine's CPU backward (``compress.cpu_backward``).
 
 On an H200 PyTorch's depthwise weight-gradient kernel was the largest single cost of a
 32x32 GhostNet step (24.5% of kernel time, ``docs/benchmarks.md``). For every depthwise
@@ -12,14 +12,17 @@ gradient, this times the weight gradient computed by
 - ``grouped_by_sample``: one grouped convolution over (batch x channels) groups, the
   output gradient as the kernel (stride becomes dilation), summed over the batch;
 - ``grouped_by_channel``: one grouped convolution over channel groups of N images each
-  (``compress.depthwise``, what the engine uses on the CPU);
+  (what the engine uses on the CPU);
 - ``unfold``: the input's patches (``F.unfold``) contracted with the output gradient.
 
-Then it times whole eager training steps (forward, backward, Adam) of GhostNet on
-channels-last tensors, as the engine runs them on the CPU, with PyTorch's backward and
-inside ``GroupedDepthwiseBackward``.
+On the CPU it then times the backward of GhostNet's pointwise (1x1) convolutions by the
+size of their maps, PyTorch's against two matrix products over (pixels, channels), which
+is how the engine's threshold (``POINTWISE_MAX_PIXELS``) was chosen; and whole eager
+training steps (forward, backward, Adam) of GhostNet and MobileNetV3-Large on
+channels-last tensors, as the engine runs them, with PyTorch's backward and inside
+``CpuConvolutionBackward``.
 
-    python bench/depthwise_grad.py --device cuda --batch 128 --size 32
+    python bench/cpu_backward.py --device cuda --batch 128 --size 32
 """
 
 from __future__ import annotations
@@ -36,23 +39,45 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from compress.depthwise import GroupedDepthwiseBackward, depthwise_weight_gradient, is_depthwise
+from compress.cpu_backward import (
+    CpuConvolutionBackward,
+    depthwise_weight_gradient,
+    is_depthwise,
+    pointwise_gradients,
+)
 from compress.registry import create_model
 
-Layer = tuple[nn.Conv2d, torch.Tensor]  # a depthwise convolution and its input
+Layer = tuple[nn.Conv2d, torch.Tensor]  # a convolution and its input
 Gradient = Callable[[nn.Conv2d, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def depthwise_layers(batch: int, size: int, device: torch.device) -> list[Layer]:
-    model = create_model("ghostnet", num_classes=10).to(device)
+def is_pointwise(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == module.stride == (1, 1)
+        and module.padding == (0, 0)
+        and module.groups == 1
+    )
+
+
+def ghostnet_layers(
+    batch: int,
+    size: int,
+    device: torch.device,
+    kind: Callable[[nn.Module], bool],
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> list[Layer]:
+    """GhostNet's convolutions of one kind, each with its real input."""
+    model = create_model("ghostnet", num_classes=10).to(device, memory_format=memory_format)
     layers: list[Layer] = []
 
     def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
         layers.append((module, inputs[0].detach()))
 
-    hooks = [m.register_forward_hook(keep) for m in model.modules() if is_depthwise(m)]
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if kind(m)]
     with torch.no_grad():
-        model(torch.randn(batch, 3, size, size, device=device))
+        x = torch.randn(batch, 3, size, size, device=device)
+        model(x.contiguous(memory_format=memory_format))
     for hook in hooks:
         hook.remove()
     return layers
@@ -120,10 +145,44 @@ def seconds(fn: Gradient, cases: list[tuple[nn.Conv2d, torch.Tensor, torch.Tenso
     return (time.perf_counter() - start) / repeats
 
 
+def pointwise_by_map_size(
+    batch: int, size: int, repeats: int
+) -> list[tuple[int, int, float, float, float]]:
+    """For each map size of GhostNet's pointwise convolutions (channels-last, on the CPU):
+    (pixels, layers, PyTorch's backward s, matrix products s, max relative error)."""
+    by_pixels: dict[int, list[tuple[nn.Conv2d, torch.Tensor, torch.Tensor]]] = {}
+    layers = ghostnet_layers(batch, size, torch.device("cpu"), is_pointwise, torch.channels_last)
+    for conv, x in layers:
+        grad = torch.randn_like(conv(x))
+        by_pixels.setdefault(x.shape[2] * x.shape[3], []).append((conv, x, grad))
+    mask = [True, True, False]
+
+    def pytorch_backward(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> tuple:
+        return torch.ops.aten.convolution_backward(
+            grad, x, conv.weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask
+        )
+
+    def matrix_products(conv: nn.Conv2d, x: torch.Tensor, grad: torch.Tensor) -> tuple:
+        return pointwise_gradients(x, grad, conv.weight, mask)
+
+    rows = []
+    for pixels, cases in sorted(by_pixels.items()):
+        error = 0.0
+        for case in cases:
+            expected, got = pytorch_backward(*case), matrix_products(*case)
+            for want, value in zip(expected[:2], got[:2], strict=True):
+                scale = want.abs().max().clamp_min(1e-12)
+                error = max(error, ((value - want).abs().max() / scale).item())
+        base = seconds(pytorch_backward, cases, repeats)
+        fast = seconds(matrix_products, cases, repeats)
+        rows.append((pixels, len(cases), base, fast, error))
+    return rows
+
+
 def step_seconds(model_name: str, batch: int, size: int, repeats: int) -> tuple[float, float]:
     """Median seconds of an eager CPU training step, channels-last as the engine runs it,
-    with PyTorch's backward and with the grouped one, the two steps taken in turn so
-    that both see the same load of the machine."""
+    with PyTorch's backward and with the engine's, the two steps taken in turn so that
+    both see the same load of the machine."""
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
@@ -146,8 +205,8 @@ def step_seconds(model_name: str, batch: int, size: int, repeats: int) -> tuple[
         return step
 
     pytorch_step = trainer(contextlib.nullcontext)
-    grouped_step = trainer(GroupedDepthwiseBackward)
-    times = [(pytorch_step(), grouped_step()) for _ in range(repeats)]
+    engine_step = trainer(CpuConvolutionBackward)
+    times = [(pytorch_step(), engine_step()) for _ in range(repeats)]
     return statistics.median(t for t, _ in times), statistics.median(t for _, t in times)
 
 
@@ -161,7 +220,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     cases = []
-    for conv, x in depthwise_layers(args.batch, args.size, device):
+    for conv, x in ghostnet_layers(args.batch, args.size, device, is_depthwise):
         out = conv(x)
         cases.append((conv, x, torch.randn_like(out)))
     table = Table(
@@ -184,9 +243,29 @@ def main() -> None:
     console = Console()
     console.print(table)
     if device.type != "cpu":
-        return  # the engine uses the grouped formulation on the CPU only
+        return  # the engine's backward is for the CPU only
+    pointwise = Table(
+        title=f"Pointwise convolution backward (input and weight gradients) of GhostNet by map "
+        f"size, batch {args.batch}, {args.size}px, channels-last, cpu"
+    )
+    for column in ("map pixels", "layers", "pytorch", "matrix products", "ratio", "error"):
+        pointwise.add_column(column)
+    with torch.no_grad():
+        for pixels, count, base, fast, error in pointwise_by_map_size(
+            args.batch, args.size, args.repeats
+        ):
+            pointwise.add_row(
+                str(pixels),
+                str(count),
+                f"{base * 1e3:.2f} ms",
+                f"{fast * 1e3:.2f} ms",
+                f"{base / fast:.2f}x",
+                f"{error:.1e}",
+            )
+            print(f"pointwise at {pixels} pixels: ratio {base / fast:.3f}", flush=True)
+    console.print(pointwise)
     steps = Table(title=f"Eager CPU training steps, batch {args.batch}, {args.size}px")
-    for column in ("model", "pytorch", "grouped by channel", "ratio"):
+    for column in ("model", "pytorch", "engine's CPU backward", "ratio"):
         steps.add_column(column)
     for model_name in ("ghostnet", "mobilenetv3_large"):
         base, fast = step_seconds(model_name, args.batch, args.size, args.repeats)
