@@ -97,12 +97,10 @@ def plot_front(
 
     Fixed margins, as for the training curves: ``tight_layout`` drew each figure once more
     (0.32 -> 0.21 s a plot on a CPU, and a study draws two or more)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from compress.plots import pyplot
     from compress.runs import atomic_write
+
+    plt = pyplot()
 
     x, y = plot_axes(objectives)
     figure, axis = plt.subplots(figsize=(7, 5), dpi=100)

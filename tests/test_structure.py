@@ -1,6 +1,8 @@
 """The packages' one direction of dependency, and every registered model built and measured."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,21 @@ def test_every_registered_model_builds_and_is_measured(name):
     assert model.eval()(torch.zeros(2, 3, size, size)).shape == (2, 10)
     if entry.reference is not None:
         get_entry(entry.reference)  # what it is read against is registered too
+
+
+def test_the_command_line_starts_without_the_libraries_only_some_commands_use():
+    """Importing each of these after torch took 0.8-3.8 s on the 2-core VM, which every
+    command would pay at start-up (``compress --help``: 4.8 s with matplotlib, 3.9 s
+    without); they load where they are used."""
+    heavy = ("matplotlib", "torchvision", "torch_pruning", "brevitas", "sklearn", "timm")
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, compress.cli; print([m for m in {heavy} if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "[]"
