@@ -10,7 +10,7 @@ kernels do slowly, computed exactly by other means.
   and the head after global pooling, and the last stages at 32x32 inputs. Such a layer is a
   matrix product over (pixels, channels), and its backward as two matrix products was
   2.4-2.5x faster than PyTorch's convolution backward at 1x1, 1.5-1.7x at 2x2, 1.15-1.5x
-  at 4x4; at 8x8 1.0-1.1x, at 16x16 0.8-0.9x, so larger maps are left to PyTorch.
+  at 4x4; at 8x8 0.99-1.11x, at 16x16 0.84-0.91x, so larger maps are left to PyTorch.
 
 Together a GhostNet training step is 1.40-1.47x faster, MobileNetV3-Large's 1.66-1.70x
 (``bench/cpu_backward.py``, ``docs/benchmarks.md``). They are applied where autograd asks
@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 _convolution_backward = torch.ops.aten.convolution_backward.default
 # Pixels of the largest map whose pointwise backward is taken as matrix products: at 4x4
-# they were 1.15-1.5x faster than PyTorch's, at 8x8 1.03-1.1x, at 16x16 slower.
+# they were 1.15-1.5x faster than PyTorch's, at 8x8 0.99-1.11x, at 16x16 0.84-0.91x.
 POINTWISE_MAX_PIXELS = 16
 
 

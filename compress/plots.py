@@ -12,7 +12,7 @@ from compress.runs import atomic_write
 
 def pyplot() -> ModuleType:
     """matplotlib's pyplot on the headless Agg backend, imported where a figure is drawn:
-    importing it took 0.7 s, which every ``compress`` command paid at start-up."""
+    importing it took 0.8 s, which every ``compress`` command paid at start-up."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,4 +1,5 @@
-"""The packages' one direction of dependency, and every registered model built and measured."""
+"""The packages' one direction of dependency, every registered model built and measured,
+and a command line that starts without the libraries only some commands use."""
 
 import ast
 import subprocess
