@@ -123,10 +123,11 @@ def _kind(
     groups: int,
     output_mask: list[bool],
 ) -> str | None:
-    """ "depthwise" or "pointwise" for a convolution backward this module computes."""
+    """Which formulation of this module computes this convolution backward: "depthwise",
+    "pointwise", or None (PyTorch's own)."""
     if inputs.device.type != "cpu" or inputs.dim() != 4 or transposed:
         return None
-    if any(d != 1 for d in dilation):
+    if any(d != 1 for d in dilation):  # neither formulation takes dilation
         return None
     if (
         groups == 1
