@@ -19,6 +19,7 @@ from clitools import compress_cli, quick_study
 from optuna.trial import TrialState
 
 from studies.storage import WORKER_ATTR, open_storage
+from studies.study import trial_options
 
 
 def postgres_url() -> str:
@@ -64,8 +65,17 @@ def test_two_workers_share_the_trials_none_lost_or_repeated(tmp_path):
     assert "2 complete, 0 failed" in shown.stdout
 
 
+def searched_options(technique: str, backbone: str) -> set[str]:
+    """The names of the parameters a trial of ``technique`` draws (its technique too)."""
+    trial = optuna.create_study().ask()
+    trial_options(trial, technique, backbone)
+    return {"technique", *trial.params}
+
+
 def wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> dict:
-    """The worker attr of a trial that is training right now (all its options drawn)."""
+    """The worker attr of a ghost trial that is training right now: all its options drawn,
+    so that a retry of it draws nothing new."""
+    drawn = searched_options("ghost", "resnet20")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -74,7 +84,7 @@ def wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> dic
             time.sleep(0.2)
             continue
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
-            if WORKER_ATTR in trial.user_attrs and len(trial.params) > 1:
+            if WORKER_ATTR in trial.user_attrs and set(trial.params) == drawn:
                 return {"number": trial.number, **trial.user_attrs[WORKER_ATTR]}
         time.sleep(0.2)
     raise AssertionError("no trial started in time")
