@@ -15,9 +15,13 @@ gradient, this times the weight gradient computed by
   (what the engine uses on the CPU);
 - ``unfold``: the input's patches (``F.unfold``) contracted with the output gradient.
 
-On the CPU it then times the backward of GhostNet's pointwise (1x1) convolutions by the
-size of their maps, PyTorch's against two matrix products over (pixels, channels), which
-is how the engine's threshold (``POINTWISE_MAX_PIXELS``) was chosen; and whole eager
+On the CPU it then times the depthwise weight gradients again on channels-last tensors
+(as the engine runs them), PyTorch's against the grouped convolution, split by whether the
+map is smaller than the kernel (where oneDNN leaves its depthwise kernel for a GEMM one),
+which is how the engine picks the layers it takes; the backward of GhostNet's pointwise
+(1x1) convolutions by the size of their maps, PyTorch's against two matrix products over
+(pixels, channels), which is how the engine's threshold (``POINTWISE_MAX_PIXELS``) was
+chosen; and whole eager
 training steps (forward, backward, Adam) of GhostNet and MobileNetV3-Large on
 channels-last tensors, as the engine runs them, with PyTorch's backward and inside
 ``CpuConvolutionBackward``.
@@ -145,6 +149,48 @@ def seconds(fn: Gradient, cases: list[tuple[nn.Conv2d, torch.Tensor, torch.Tenso
     return (time.perf_counter() - start) / repeats
 
 
+def max_relative_error(
+    fn: Callable[..., object], reference: Callable[..., object], cases: list[tuple]
+) -> float:
+    """The largest gap between ``fn``'s and ``reference``'s results over ``cases`` (a tensor
+    or a tuple of them, ``None`` for a gradient not asked for), relative to the reference's
+    largest magnitude."""
+    error = 0.0
+    for case in cases:
+        got, want = fn(*case), reference(*case)
+        pairs = zip(got, want, strict=True) if isinstance(want, tuple) else [(got, want)]
+        for value, expected in pairs:
+            if expected is not None:
+                scale = expected.abs().max().clamp_min(1e-12)
+                error = max(error, ((value - expected).abs().max() / scale).item())
+    return error
+
+
+def depthwise_by_map(batch: int, size: int, repeats: int) -> list[tuple[str, int, float, float]]:
+    """GhostNet's depthwise weight gradients on channels-last CPU tensors, on maps smaller
+    than the kernel and on the others: (maps, layers, PyTorch's s, grouped s, error)."""
+    layers = ghostnet_layers(batch, size, torch.device("cpu"), is_depthwise, torch.channels_last)
+    groups: dict[str, list[tuple[nn.Conv2d, torch.Tensor, torch.Tensor]]] = {
+        "smaller than the kernel": [],
+        "at least the kernel": [],
+    }
+    for conv, x in layers:
+        smaller = x.shape[2] < conv.kernel_size[0] or x.shape[3] < conv.kernel_size[1]
+        group = "smaller than the kernel" if smaller else "at least the kernel"
+        groups[group].append((conv, x, torch.randn_like(conv(x))))
+    return [
+        (
+            name,
+            len(cases),
+            seconds(pytorch, cases, repeats),
+            seconds(grouped_by_channel, cases, repeats),
+            max_relative_error(grouped_by_channel, pytorch, cases),
+        )
+        for name, cases in groups.items()
+        if cases
+    ]
+
+
 def pointwise_by_map_size(
     batch: int, size: int, repeats: int
 ) -> list[tuple[int, int, float, float, float]]:
@@ -167,12 +213,7 @@ def pointwise_by_map_size(
 
     rows = []
     for pixels, cases in sorted(by_pixels.items()):
-        error = 0.0
-        for case in cases:
-            expected, got = pytorch_backward(*case), matrix_products(*case)
-            for want, value in zip(expected[:2], got[:2], strict=True):
-                scale = want.abs().max().clamp_min(1e-12)
-                error = max(error, ((value - want).abs().max() / scale).item())
+        error = max_relative_error(matrix_products, pytorch_backward, cases)
         base = seconds(pytorch_backward, cases, repeats)
         fast = seconds(matrix_products, cases, repeats)
         rows.append((pixels, len(cases), base, fast, error))
@@ -231,19 +272,33 @@ def main() -> None:
         table.add_column(column)
     base = None
     for name, fn in FORMULATIONS.items():
-        errors = []
-        for conv, x, grad in cases:
-            reference = pytorch(conv, x, grad)
-            scale = reference.abs().max().clamp_min(1e-12)
-            errors.append(((fn(conv, x, grad) - reference).abs().max() / scale).item())
+        error = max_relative_error(fn, pytorch, cases)
         elapsed = seconds(fn, cases, args.repeats)
         base = base or elapsed
-        table.add_row(name, f"{max(errors):.1e}", f"{elapsed * 1e3:.2f}", f"{base / elapsed:.2f}x")
-        print(f"{name}: error {max(errors):.2e} ratio {base / elapsed:.3f}", flush=True)
+        table.add_row(name, f"{error:.1e}", f"{elapsed * 1e3:.2f}", f"{base / elapsed:.2f}x")
+        print(f"{name}: error {error:.2e} ratio {base / elapsed:.3f}", flush=True)
     console = Console()
     console.print(table)
     if device.type != "cpu":
         return  # the engine's backward is for the CPU only
+    by_map = Table(
+        title=f"Depthwise weight gradients of GhostNet by map, batch {args.batch}, "
+        f"{args.size}px, channels-last, cpu"
+    )
+    for column in ("map", "layers", "pytorch", "grouped by channel", "ratio", "error"):
+        by_map.add_column(column)
+    with torch.no_grad():
+        for name, count, base, fast, error in depthwise_by_map(args.batch, args.size, args.repeats):
+            by_map.add_row(
+                name,
+                str(count),
+                f"{base * 1e3:.2f} ms",
+                f"{fast * 1e3:.2f} ms",
+                f"{base / fast:.2f}x",
+                f"{error:.1e}",
+            )
+            print(f"depthwise, map {name}: ratio {base / fast:.3f}", flush=True)
+    console.print(by_map)
     pointwise = Table(
         title=f"Pointwise convolution backward (input and weight gradients) of GhostNet by map "
         f"size, batch {args.batch}, {args.size}px, channels-last, cpu"

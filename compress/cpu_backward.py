@@ -1,11 +1,15 @@
 """Faster CPU gradients for the two convolutions of mobile networks that PyTorch's CPU
 kernels do slowly, computed exactly by other means.
 
-- **Depthwise weight gradients** (one filter per channel). PyTorch's kernel took 36% of a
-  32x32 GhostNet training step on a 2-core EPYC VM, 15 times its forward. The same numbers
-  come from one grouped convolution: grouping the input by channel, each group's N batch
+- **Depthwise weight gradients on maps smaller than the kernel** (one filter per channel;
+  a 3x3 kernel on GhostNet's 2x2 and 1x1 maps at 32x32 inputs, a 5x5 one on 4x4 maps).
+  There oneDNN, which PyTorch calls on the CPU, falls from its depthwise kernel to a
+  general im2col + GEMM one (``ONEDNN_VERBOSE=1`` shows ``x64:gemm:jit``), and the weight
+  gradient took 10-60x longer than on a map as large as the kernel. The same numbers come
+  from one grouped convolution: grouping the input by channel, each group's N batch
   images are convolved with that channel's N output gradients as the kernel (the stride
-  becomes the dilation), giving the k x k gradient: 1.7-2.8x faster than PyTorch's kernel.
+  becomes the dilation), giving the k x k gradient: 4-9x faster than PyTorch there, and
+  3-12x slower than oneDNN's depthwise kernel on larger maps, which are left to it.
 - **Pointwise (1x1) convolutions on maps of at most 16 pixels**: squeeze-and-excitation
   and the head after global pooling, and the last stages at 32x32 inputs. Such a layer is a
   matrix product over (pixels, channels), and its backward as two matrix products was
@@ -35,7 +39,8 @@ POINTWISE_MAX_PIXELS = 16
 
 
 def is_depthwise(module: nn.Module) -> bool:
-    """A convolution with one filter per channel, the layer this module speeds up most."""
+    """A convolution with one filter per channel: mobile networks' layer, whose networks
+    the engine runs within :class:`CpuConvolutionBackward`."""
     return (
         isinstance(module, nn.Conv2d)
         and module.groups == module.in_channels == module.out_channels > 1
@@ -89,9 +94,10 @@ def pointwise_gradients(
 
 
 class CpuConvolutionBackward(TorchDispatchMode):
-    """Within this context, CPU depthwise convolutions get their weight gradient from
-    :func:`depthwise_weight_gradient` and small pointwise ones all their gradients from
-    :func:`pointwise_gradients`; every other operation runs as it would."""
+    """Within this context, CPU depthwise convolutions on maps smaller than their kernel get
+    their weight gradient from :func:`depthwise_weight_gradient` and small pointwise ones
+    all their gradients from :func:`pointwise_gradients`; every other operation runs as it
+    would."""
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         if func is _convolution_backward and not kwargs:
@@ -137,6 +143,11 @@ def _kind(
         and inputs.shape[2] * inputs.shape[3] <= POINTWISE_MAX_PIXELS
     ):
         return "pointwise"
-    if output_mask[1] and groups == inputs.shape[1] == weight.shape[0] > 1 and weight.shape[1] == 1:
+    if (
+        output_mask[1]
+        and groups == inputs.shape[1] == weight.shape[0] > 1
+        and weight.shape[1] == 1
+        and (inputs.shape[2] < weight.shape[2] or inputs.shape[3] < weight.shape[3])
+    ):
         return "depthwise"
     return None

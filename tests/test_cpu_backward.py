@@ -79,14 +79,41 @@ def test_the_pointwise_gradients_are_pytorchs(size, memory_format, mask):
         assert got[0].is_contiguous(memory_format=memory_format)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "taken"),
+    [(1, 1, True), (2, 2, True), (4, 2, True), (3, 3, False), (4, 4, False), (8, 8, False)],
+)
+def test_depthwise_weight_gradients_are_taken_where_the_map_is_smaller_than_the_kernel(
+    height, width, taken, monkeypatch
+):
+    """Where the map is at least the kernel's size, PyTorch's (oneDNN's) depthwise kernel
+    is the faster one and keeps the work."""
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return depthwise_weight_gradient(*args)
+
+    monkeypatch.setattr(compress.cpu_backward, "depthwise_weight_gradient", counted)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Flatten(), nn.LazyLinear(10))
+    x = torch.randn(4, 6, height, width)
+    model(x)
+    expected, got = gradients(model, x, faster=False), gradients(model, x, faster=True)
+    assert len(calls) == taken
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-5, msg=key)
+
+
 def test_other_convolutions_are_left_to_pytorch(monkeypatch):
     def refused(*args):
-        raise AssertionError("neither an undilated depthwise nor a small pointwise convolution")
+        raise AssertionError("neither a small undilated depthwise nor a small pointwise conv")
 
     monkeypatch.setattr(compress.cpu_backward, "depthwise_weight_gradient", refused)
     monkeypatch.setattr(compress.cpu_backward, "pointwise_gradients", refused)
     torch.manual_seed(0)
     model = nn.Sequential(
+        nn.Conv2d(4, 4, 5, padding=2, groups=4),  # depthwise, on a map as large as its kernel
         nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4),  # dilated
         nn.Conv2d(4, 4, 3, padding=1, groups=2),  # grouped, not depthwise
         nn.Conv2d(4, 8, 3, padding=1, groups=4),  # two filters a channel
@@ -105,7 +132,7 @@ def test_other_convolutions_are_left_to_pytorch(monkeypatch):
         torch.testing.assert_close(got[key], value, msg=key)
 
 
-def test_the_cpu_engine_takes_depthwise_and_small_pointwise_gradients(monkeypatch):
+def test_the_cpu_engine_takes_small_depthwise_and_pointwise_gradients(monkeypatch):
     calls = {"depthwise": 0, "pointwise": 0}
 
     def counted(kind, compute):
@@ -122,25 +149,30 @@ def test_the_cpu_engine_takes_depthwise_and_small_pointwise_gradients(monkeypatc
         monkeypatch.setattr(compress.cpu_backward, compute.__name__, counted(name, compute))
     data = make_synthetic(train_size=32, test_size=16)
     model = create_model("ghostnet", num_classes=data.num_classes, width=0.5)
-    small = []  # the 1x1 convolutions without stride or padding on maps of <= 16 pixels
+    # depthwise convolutions on maps smaller than their kernel; 1x1 convolutions without
+    # stride or padding on maps of <= 16 pixels
+    small: dict[str, list[nn.Module]] = {"depthwise": [], "pointwise": []}
 
     def keep_small(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
-        if inputs[0].shape[2] * inputs[0].shape[3] <= 16:
-            small.append(module)
+        h, w = inputs[0].shape[2:]
+        if module.groups > 1 and (h < module.kernel_size[0] or w < module.kernel_size[1]):
+            small["depthwise"].append(module)
+        if module.groups == 1 and h * w <= 16:
+            small["pointwise"].append(module)
 
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    depthwise = [m for m in convolutions if m.groups > 1]
     pointwise = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d) and m.kernel_size == m.stride == (1, 1) and m.padding == (0, 0)
+        m for m in convolutions if m.kernel_size == m.stride == (1, 1) and m.padding == (0, 0)
     ]
-    hooks = [m.register_forward_hook(keep_small) for m in pointwise]
+    hooks = [m.register_forward_hook(keep_small) for m in depthwise + pointwise]
     with torch.no_grad():
         model.eval()(torch.randn(1, 3, 16, 16))
     for hook in hooks:
         hook.remove()
     config = TrainConfig(epochs=1, batch_size=16, device="cpu", precise_bn=0, input_size=16)
     train(model, data, config)
-    depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-    assert len(small) > 10  # squeeze-excite, the head and the last stages
-    # every depthwise and every small pointwise convolution, both steps
-    assert calls == {"depthwise": 2 * len(depthwise), "pointwise": 2 * len(small)}
+    assert 5 < len(small["depthwise"]) < len(depthwise)  # the last stages' 3x3 and 5x5
+    assert len(small["pointwise"]) > 10  # squeeze-excite, the head and the last stages
+    # every small depthwise and every small pointwise convolution, both steps
+    assert calls == {kind: 2 * len(modules) for kind, modules in small.items()}
