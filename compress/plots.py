@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from compress.runs import atomic_write
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def pyplot() -> ModuleType:
-    """matplotlib's pyplot on the headless Agg backend, imported where a figure is drawn:
-    importing it took 0.8 s, which every ``compress`` command paid at start-up."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot
+def new_figure(**kwargs: Any) -> Figure:
+    """A matplotlib figure outside pyplot's global state, which is not thread-safe: packed
+    trials run in threads and draw their curves at the same time. matplotlib is imported
+    here, where a figure is drawn: importing it took 0.8 s, which every ``compress``
+    command paid at start-up."""
+    from matplotlib.figure import Figure
 
-    return matplotlib.pyplot
+    return Figure(**kwargs)
 
 
 def plot_curves(history: list[dict[str, float]], directory: Path, title: str) -> list[Path]:
@@ -26,11 +28,11 @@ def plot_curves(history: list[dict[str, float]], directory: Path, title: str) ->
 
     Fixed margins, not ``tight_layout``: every run draws these, and measuring the layout
     draws each figure once more (0.38 -> 0.27 s a run on a CPU)."""
-    plt = pyplot()
     epochs = [record["epoch"] for record in history]
     written = []
     for metric, label in (("acc", "accuracy"), ("loss", "loss")):
-        figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+        figure = new_figure(figsize=(6, 4), dpi=100)
+        axis = figure.subplots()
         figure.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
         axis.plot(epochs, [r[f"train_{metric}"] for r in history], marker="o", label="train")
         axis.plot(epochs, [r[f"val_{metric}"] for r in history], marker="o", label="val")
@@ -39,15 +41,14 @@ def plot_curves(history: list[dict[str, float]], directory: Path, title: str) ->
         axis.legend()
         path = directory / f"{label}.png"
         atomic_write(path, lambda tmp, fig=figure: fig.savefig(tmp, format="png"))
-        plt.close(figure)
         written.append(path)
     return written
 
 
 def plot_compare(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> None:
     """Every run's train (dashed) and val (solid) loss and accuracy, overlaid."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    figure = new_figure(figsize=(11, 4), dpi=100)
+    axes = figure.subplots(1, 2)
     for index, (label, history) in enumerate(runs):
         color = f"C{index}"
         epochs = [record["epoch"] for record in history]
@@ -68,7 +69,6 @@ def plot_compare(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> 
         axis.legend(fontsize=7)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)
 
 
 PAIR_COLORS = ("red", "lime", "deepskyblue", "orange", "magenta", "yellow", "cyan", "white")
@@ -84,11 +84,10 @@ def plot_feature_maps(
 ) -> None:
     """A grid of feature maps, each similar pair boxed in its own colour (the paper's
     Figure 1), above the histogram of pairwise cosine similarity."""
-    plt = pyplot()
     from matplotlib.gridspec import GridSpec
 
     rows = -(-len(maps) // columns)
-    figure = plt.figure(figsize=(columns * 1.1, rows * 1.1 + 2.4), dpi=100)
+    figure = new_figure(figsize=(columns * 1.1, rows * 1.1 + 2.4), dpi=100)
     grid = GridSpec(rows + 2, columns, figure=figure)
     boxed = {c: PAIR_COLORS[k % len(PAIR_COLORS)] for k, p in enumerate(pairs) for c in p[:2]}
     for index, image in enumerate(maps):
@@ -105,4 +104,3 @@ def plot_feature_maps(
     figure.suptitle(title)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)

@@ -325,9 +325,11 @@ def start(
     console: Console,
     cache: Path | None = None,
     run_dir: Path | None = None,
+    curves: bool = True,
 ) -> RunOutcome:
     """Validate and prepare everything, then create the run directory (``run_dir``, else
-    a new one under ``out_root``) and train. ``cache`` defaults to ``out_root/cache``."""
+    a new one under ``out_root``) and train. ``cache`` defaults to ``out_root/cache``;
+    ``curves``: draw the training curves (``accuracy.png``, ``loss.png``)."""
     runs.check_root(out_root)
     resolve_device(spec.train.device)
     data = load_data(spec.data)
@@ -359,7 +361,7 @@ def start(
     }
     with runs.held(run_dir):
         runs.write_json(run_dir / runs.CONFIG, config)
-        return _execute(spec, prepared, run_dir, TrainState())
+        return _execute(spec, prepared, run_dir, TrainState(), curves)
 
 
 class RunComplete(Exception):
@@ -424,7 +426,9 @@ class RunFailed(UsageError):
         self.reason = reason
 
 
-def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState) -> RunOutcome:
+def _execute(
+    spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState, curves: bool = True
+) -> RunOutcome:
     """Run ``_finish`` and record how it ended: completed, interrupted (Ctrl-C, SIGTERM:
     the last epoch's checkpoint is kept) or failed, with the reason."""
     data = prepared.context.data
@@ -456,11 +460,11 @@ def _execute(spec: RunSpec, prepared: Prepared, run_dir: Path, state: TrainState
         write_metrics("running")
 
     try:
-        return _finish(spec, prepared, run_dir, state, write_metrics, checkpoint)
+        return _finish(spec, prepared, run_dir, state, write_metrics, checkpoint, curves)
     except TrainingInterrupted as stop:
         stop.run_dir = run_dir
         _record_end(write_metrics, "interrupted")
-        if state.history:
+        if state.history and curves:
             plot_curves(state.history, run_dir, spec.label)
         raise
     except KeyboardInterrupt:  # after training: profiling, saving
@@ -492,6 +496,7 @@ def _finish(
     state: TrainState,
     write_metrics: Callable[..., dict[str, Any]],
     checkpoint: Callable[[torch.nn.Module, TrainState], None],
+    curves: bool,
 ) -> RunOutcome:
     """Train, apply the post-training techniques, measure, save, record."""
     model, context, techniques = prepared.model, prepared.context, prepared.techniques
@@ -528,7 +533,7 @@ def _finish(
     for use in spec.uses:
         reports.update(techniques[use.name].report(model, use.options, context))
     runs.save_weights(run_dir / runs.WEIGHTS, model.cpu())
-    if state.history:
+    if state.history and curves:
         plot_curves(state.history, run_dir, spec.label)
     metrics = write_metrics(
         "completed",
@@ -676,6 +681,7 @@ def run(
     preset: str | None = None,
     console: Console | None = None,
     cache: str | Path | None = None,
+    curves: bool = True,
     **options: Any,
 ) -> RunOutcome:
     """Python's ``compress run``: ``run("ghost+prune", backbone="vgg16", ratio=0.5)``.
@@ -686,6 +692,8 @@ def run(
         preset: a protocol by name (``seed``, ``paper``); options override it.
         console: where progress goes (default: stderr).
         cache: networks trained once (a distillation teacher; default ``out/cache``).
+        curves: draw the training curves, ``accuracy.png`` and ``loss.png`` (a third of a
+            short run's time on a CPU; a study's trials skip them).
         **options: any option of the techniques, the data or the training recipe.
 
     Returns:
@@ -697,4 +705,5 @@ def run(
         Path(out),
         console or stderr_console(),
         Path(cache) if cache else None,
+        curves=curves,
     )

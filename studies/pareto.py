@@ -97,13 +97,12 @@ def plot_front(
 
     Fixed margins, as for the training curves: ``tight_layout`` drew each figure once more
     (0.32 -> 0.21 s a plot on a CPU, and a study draws two or more)."""
-    from compress.plots import pyplot
+    from compress.plots import new_figure
     from compress.runs import atomic_write
 
-    plt = pyplot()
-
     x, y = plot_axes(objectives)
-    figure, axis = plt.subplots(figsize=(7, 5), dpi=100)
+    figure = new_figure(figsize=(7, 5), dpi=100)
+    axis = figure.subplots()
     figure.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.93)
     done = [r for r in rows if r["state"] == "COMPLETE"]
     for technique in sorted({r["technique"] for r in done}):
@@ -123,4 +122,3 @@ def plot_front(
     if axis.get_legend_handles_labels()[0]:
         axis.legend(fontsize=8)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)

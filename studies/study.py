@@ -303,8 +303,13 @@ def trial_objective(
                 # Post-training techniques only: start from the backbone trained once.
                 backbone = trained_once(plan.backbone(), spec.cache, console)
                 options.update(init=str(backbone.run_dir), epochs=0)
-            outcome = run(
-                technique, spec.directory / "trials", console=console, cache=spec.cache, **options
+            outcome = run(  # no curves: a study has its own plots, and trials are many
+                technique,
+                spec.directory / "trials",
+                console=console,
+                cache=spec.cache,
+                curves=False,
+                **options,
             )
         except RunFailed as error:  # failed while training: a failed trial
             trial.set_user_attr("error", error.reason)

@@ -97,6 +97,8 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
     listed = sorted(int(line.split("│")[1]) for line in table.splitlines() if line.startswith("│"))
     assert listed == sorted(done[i]["trial"] for i in front)
     assert (tmp_path / "out/pareto/pareto.png").read_bytes()[:4] == b"\x89PNG"
+    trials = [path.parent for path in (tmp_path / "out/pareto/trials").glob("*/metrics.json")]
+    assert len(trials) == 3 and not [p for d in trials for p in d.glob("*.png")]  # no curves
     assert (
         "trial,state,technique,options,accuracy,macs"
         in (tmp_path / "out/pareto/trials.csv").read_text()

@@ -4,8 +4,10 @@ trials a one-by-one study records."""
 
 import os
 import signal
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 import pytest
@@ -15,6 +17,7 @@ from test_study import quick_spec
 
 from compress import runs
 from compress.engine import TrainingInterrupted
+from compress.plots import plot_curves
 from compress.runner import RunFailed, run
 from compress.turns import Turns
 from studies.storage import open_storage
@@ -162,3 +165,27 @@ def test_concurrent_trials_refuse_sqlite_and_share_a_journal_by_default(tmp_path
     assert not (tmp_path / "out").exists()
     spec = quick_spec(tmp_path / "out", concurrent=2)
     assert spec.storage_url == f"journal:{(tmp_path / 'out/pareto.journal').resolve()}"
+
+
+def test_runs_in_threads_draw_their_curves_at_once_without_pyplot(tmp_path, monkeypatch):
+    """pyplot's global figure registry is not thread-safe, and packed runs draw their
+    curves from their threads: figures are made without it (importing it fails here)."""
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    history = [
+        {"epoch": e, "train_acc": e / 4, "val_acc": e / 5, "train_loss": 1 / e, "val_loss": 2 / e}
+        for e in (1, 2, 3)
+    ]
+    directories = [tmp_path / str(index) for index in range(4)]
+    together = threading.Barrier(len(directories))
+
+    def draw(directory):
+        directory.mkdir()
+        together.wait()
+        return plot_curves(history, directory, directory.name)
+
+    with ThreadPoolExecutor(len(directories)) as pool:
+        written = [path for paths in pool.map(draw, directories) for path in paths]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        f"{index}/{name}.png" for index in range(4) for name in ("accuracy", "loss")
+    ]
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in written)
