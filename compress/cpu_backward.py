@@ -2,25 +2,25 @@
 kernels do slowly, computed exactly by other means.
 
 - **Depthwise weight gradients on maps smaller than the kernel** (one filter per channel;
-  a 3x3 kernel on GhostNet's 2x2 and 1x1 maps at 32x32 inputs, a 5x5 one on 4x4 maps).
-  There oneDNN, which PyTorch calls on the CPU, falls from its depthwise kernel to a
-  general im2col + GEMM one (``ONEDNN_VERBOSE=1`` shows ``x64:gemm:jit``), and the weight
-  gradient took 10-60x longer than on a map as large as the kernel. The same numbers come
-  from one grouped convolution: grouping the input by channel, each group's N batch
-  images are convolved with that channel's N output gradients as the kernel (the stride
-  becomes the dilation), giving the k x k gradient: 4-9x faster than PyTorch there, and
-  3-12x slower than oneDNN's depthwise kernel on larger maps, which are left to it.
+  3x3 kernels on GhostNet's 2x2 and 1x1 maps at 32x32 inputs, 5x5 ones on 4x4 and 2x2).
+  There oneDNN, which PyTorch calls on the CPU, leaves its depthwise kernel for a general
+  GEMM one (``ONEDNN_VERBOSE=1`` shows ``x64:gemm:jit`` in place of ``jit_dw``): at
+  batch 128 GhostNet's 24 such layers took 320 ms a step, its 17 others 11 ms. The same
+  numbers come from one grouped convolution: grouping the input by channel, each group's
+  N batch images are convolved with that channel's N output gradients as the kernel (the
+  stride becomes the dilation), giving the k x k gradient, 10.6-11.4x faster there (5.3x
+  at batch 32). On the other maps oneDNN's kernel was 7x faster than it, and keeps them.
 - **Pointwise (1x1) convolutions on maps of at most 16 pixels**: squeeze-and-excitation
   and the head after global pooling, and the last stages at 32x32 inputs. Such a layer is a
   matrix product over (pixels, channels), and its backward as two matrix products was
   2.4-2.5x faster than PyTorch's convolution backward at 1x1, 1.5-1.7x at 2x2, 1.15-1.5x
   at 4x4; at 8x8 0.99-1.11x, at 16x16 0.84-0.91x, so larger maps are left to PyTorch.
 
-Together a GhostNet training step is 1.40-1.47x faster, MobileNetV3-Large's 1.66-1.70x
-(``bench/cpu_backward.py``, ``docs/benchmarks.md``). They are applied where autograd asks
-for the gradients, by intercepting ``aten.convolution_backward`` while ``loss.backward()``
-runs, so the model, its ``grad_fn`` graph (which torch-pruning traces) and its exports
-stay PyTorch's own.
+Together an eager GhostNet training step at batch 128 is 1.65-2.03x faster,
+MobileNetV3-Large's 1.90-1.93x (``bench/cpu_backward.py``, ``docs/benchmarks.md``). They
+are applied where autograd asks for the gradients, by intercepting
+``aten.convolution_backward`` while ``loss.backward()`` runs, so the model, its
+``grad_fn`` graph (which torch-pruning traces) and its exports stay PyTorch's own.
 """
 
 from __future__ import annotations
