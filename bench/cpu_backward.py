@@ -220,6 +220,27 @@ def pointwise_by_map_size(
     return rows
 
 
+def by_map_table(
+    title: str, key: str, formulation: str, rows: list[tuple[object, int, float, float, float]]
+) -> Table:
+    """PyTorch's gradients against ``formulation``'s, a row per group of layers: (group,
+    layers, PyTorch's s, the formulation's s, max relative error); each ratio printed."""
+    table = Table(title=title)
+    for column in (key, "layers", "pytorch", formulation, "ratio", "error"):
+        table.add_column(column)
+    for group, count, base, fast, error in rows:
+        table.add_row(
+            str(group),
+            str(count),
+            f"{base * 1e3:.2f} ms",
+            f"{fast * 1e3:.2f} ms",
+            f"{base / fast:.2f}x",
+            f"{error:.1e}",
+        )
+        print(f"{formulation}, {key} {group}: ratio {base / fast:.3f}", flush=True)
+    return table
+
+
 def step_seconds(model_name: str, batch: int, size: int, repeats: int) -> tuple[float, float]:
     """Median seconds of an eager CPU training step, channels-last as the engine runs it,
     with PyTorch's backward and with the engine's, the two steps taken in turn so that
@@ -281,44 +302,27 @@ def main() -> None:
     console.print(table)
     if device.type != "cpu":
         return  # the engine's backward is for the CPU only
-    by_map = Table(
-        title=f"Depthwise weight gradients of GhostNet by map, batch {args.batch}, "
-        f"{args.size}px, channels-last, cpu"
-    )
-    for column in ("map", "layers", "pytorch", "grouped by channel", "ratio", "error"):
-        by_map.add_column(column)
+    title = f"batch {args.batch}, {args.size}px, channels-last, cpu"
     with torch.no_grad():
-        for name, count, base, fast, error in depthwise_by_map(args.batch, args.size, args.repeats):
-            by_map.add_row(
-                name,
-                str(count),
-                f"{base * 1e3:.2f} ms",
-                f"{fast * 1e3:.2f} ms",
-                f"{base / fast:.2f}x",
-                f"{error:.1e}",
-            )
-            print(f"depthwise, map {name}: ratio {base / fast:.3f}", flush=True)
-    console.print(by_map)
-    pointwise = Table(
-        title=f"Pointwise convolution backward (input and weight gradients) of GhostNet by map "
-        f"size, batch {args.batch}, {args.size}px, channels-last, cpu"
+        depthwise = depthwise_by_map(args.batch, args.size, args.repeats)
+        pointwise = pointwise_by_map_size(args.batch, args.size, args.repeats)
+    console.print(
+        by_map_table(
+            f"Depthwise weight gradients of GhostNet by map, {title}",
+            "map",
+            "grouped by channel",
+            depthwise,
+        )
     )
-    for column in ("map pixels", "layers", "pytorch", "matrix products", "ratio", "error"):
-        pointwise.add_column(column)
-    with torch.no_grad():
-        for pixels, count, base, fast, error in pointwise_by_map_size(
-            args.batch, args.size, args.repeats
-        ):
-            pointwise.add_row(
-                str(pixels),
-                str(count),
-                f"{base * 1e3:.2f} ms",
-                f"{fast * 1e3:.2f} ms",
-                f"{base / fast:.2f}x",
-                f"{error:.1e}",
-            )
-            print(f"pointwise at {pixels} pixels: ratio {base / fast:.3f}", flush=True)
-    console.print(pointwise)
+    console.print(
+        by_map_table(
+            "Pointwise convolution backward (input and weight gradients) of GhostNet by map "
+            f"size, {title}",
+            "map pixels",
+            "matrix products",
+            pointwise,
+        )
+    )
     steps = Table(title=f"Eager CPU training steps, batch {args.batch}, {args.size}px")
     for column in ("model", "pytorch", "engine's CPU backward", "ratio"):
         steps.add_column(column)
