@@ -39,8 +39,8 @@ POINTWISE_MAX_PIXELS = 16
 
 
 def is_depthwise(module: nn.Module) -> bool:
-    """A convolution with one filter per channel: mobile networks' layer, whose networks
-    the engine runs within :class:`CpuConvolutionBackward`."""
+    """A convolution with one filter per channel. The CPU engine runs the backward of a
+    network with one within :class:`CpuConvolutionBackward`."""
     return (
         isinstance(module, nn.Conv2d)
         and module.groups == module.in_channels == module.out_channels > 1

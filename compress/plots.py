@@ -26,8 +26,8 @@ def new_figure(**kwargs: Any) -> Figure:
 def plot_curves(history: list[dict[str, float]], directory: Path, title: str) -> list[Path]:
     """``accuracy.png`` and ``loss.png``: train and val per epoch, like the seed's figures.
 
-    Fixed margins, not ``tight_layout``: every run draws these, and measuring the layout
-    draws each figure once more (0.38 -> 0.27 s a run on a CPU)."""
+    Fixed margins, not ``tight_layout``: every run but a study's trials draws these, and
+    measuring the layout draws each figure once more (0.38 -> 0.27 s a run on a CPU)."""
     epochs = [record["epoch"] for record in history]
     written = []
     for metric, label in (("acc", "accuracy"), ("loss", "loss")):
