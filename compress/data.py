@@ -8,6 +8,7 @@ horizontal flip, optional cutout) is done on whole batches there. No per-image P
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import zipfile
 from collections.abc import Iterator
@@ -28,6 +29,32 @@ NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+# Named normalisations a network may have been trained with, besides its data's own.
+NAMED_NORMALIZATION = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+NORMALIZE_HELP = (
+    "input normalisation the network was trained with: dataset (the data's own channel "
+    "statistics), imagenet, or MEAN,MEAN,MEAN/STD,STD,STD in [0, 1] units"
+)
+
+
+def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``--normalize``'s value as (mean, std); None for ``dataset``."""
+    if text == "dataset":
+        return None
+    if text in NAMED_NORMALIZATION:
+        return NAMED_NORMALIZATION[text]
+    try:
+        mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
+    except ValueError:
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3:
+        raise UsageError(
+            f"--normalize takes dataset, {', '.join(NAMED_NORMALIZATION)} or three means and "
+            f"three stds as MEAN,MEAN,MEAN/STD,STD,STD, got {text!r}"
+        )
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise UsageError(f"--normalize needs finite means and positive stds, got {text!r}")
+    return mean, std
 
 
 @dataclass
@@ -40,6 +67,10 @@ class DataConfig(Options):
     data_dir: str | None = option(None, "torchvision root or a directory of .npz shards")
     train_size: int | None = option(None, "use only the first N training images", low=1)
     test_size: int | None = option(None, "use only the first N test images", low=1)
+    normalize: str = option("dataset", NORMALIZE_HELP)
+
+    def check(self) -> None:
+        parse_normalization(self.normalize)
 
 
 @dataclass
@@ -259,6 +290,9 @@ def load_data(config: DataConfig) -> Dataset:
     data = load_dataset(config.dataset, config.data_dir)
     if config.train_size or config.test_size:
         data = subset(data, config.train_size, config.test_size)
+    chosen = parse_normalization(config.normalize)
+    if chosen is not None:
+        data = dataclasses.replace(data, mean=chosen[0], std=chosen[1])
     return data
 
 

@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 
 from compress import runs
+from compress.checkpoints import load_foreign
 from compress.data import DataConfig, Dataset, load_data
 from compress.engine import (
     TrainConfig,
@@ -40,6 +41,7 @@ from compress.options import Options, from_values
 from compress.plots import plot_curves
 from compress.registry import TIMM_PREFIX, pretrained_model
 from compress.reports import stderr_console
+from compress.significance import encode_answers
 from compress.structure import fit_shapes
 from compress.techniques import (
     RunContext,
@@ -213,6 +215,8 @@ def checked_network(
         builder.options, context.data.num_classes, context.input_size
     )
     init_from = initialize(model, spec) if spec.train.init else None
+    if init_from and "match" in init_from:
+        context.console.print(f"--init {init_from['file']}: {init_from['match']}", highlight=False)
     dry_run(model, context.input_size, builder.technique.label(builder.options))
     for use in others:
         use.technique.check_model(model, use.options, context)
@@ -279,9 +283,12 @@ def build(spec: RunSpec, data: Dataset, console: Console, cache: Path | None = N
 def initialize(model: torch.nn.Module, spec: RunSpec) -> dict[str, Any]:
     """Load ``--init``'s weights into the freshly built network; what they were, for
     the record. A run directory must hold the same network (its builder and options);
+    a checkpoint file (anyone's: ``compress.checkpoints``) must fill every tensor;
     timm's pretrained weights fill every tensor whose name and shape match (a new
     classifier keeps its initialisation)."""
     source = spec.train.init
+    if Path(source).is_file():
+        return load_foreign(model, Path(source))
     if source.startswith(TIMM_PREFIX):
         pretrained = pretrained_model(source).state_dict()
         own = model.state_dict()
@@ -520,11 +527,10 @@ def _finish(
         model = techniques[use.name].post_train(model, use.options, context)
     post_time = time.perf_counter() - post_start
     device = resolve_device(spec.train.device)
-    changed = prepared.terms or any(_acts_after_training(techniques[u.name]) for u in spec.uses)
-    if state.history and not changed:  # the last epoch evaluated this very network
-        final_acc = state.history[-1]["val_acc"]
-    else:
-        final_acc = _final_accuracy(model, context)
+    # Statistics are recomputed for weights this run changed; a network trained elsewhere
+    # (--init, no epochs) or only quantized after training is tested with its own.
+    recompute_bn = bool(context.history) or any(techniques[u.name].restructures for u in spec.uses)
+    final_acc, answers = _final_answers(model, context, recompute_bn)
     auxiliary = [p for use in spec.uses for p in techniques[use.name].auxiliary_parameters(model)]
     profile = profile_model(
         model, context.input_size, device, latency_repeats=20, auxiliary=auxiliary
@@ -541,6 +547,7 @@ def _finish(
         **reports,
         **_best(state.history, context.delivered_from, final_acc),
         final_val_acc=final_acc,
+        test_correct=encode_answers(answers),
         train_time_s=sum(r["time_s"] for r in state.history if r.get("phase", "train") == "train"),
         # pruning, fine-tuning, calibration, QAT fine-tuning: the technique's own work
         post_time_s=post_time,
@@ -594,15 +601,14 @@ def latency_side_by_side(outcomes: list[RunOutcome], repeats: int = 30) -> list[
     return results
 
 
-def _acts_after_training(technique: Technique) -> bool:
-    """Whether ``technique`` has a ``post_train`` of its own (which may change the network)."""
-    return type(technique).post_train is not Technique.post_train
-
-
-def _final_accuracy(model: torch.nn.Module, context: RunContext) -> float:
-    """Top-1 of the delivered network (after any pruning or quantization) on the test split."""
-    _, accuracy = Trainer(model, context.data, context.train, torch.Generator()).evaluate()
-    return accuracy
+def _final_answers(
+    model: torch.nn.Module, context: RunContext, recompute_bn: bool
+) -> tuple[float, torch.Tensor]:
+    """Top-1 of the delivered network (after any pruning or quantization) on the test
+    split, and which test images it gets right."""
+    trainer = Trainer(model, context.data, context.train, torch.Generator())
+    _, correct = trainer.test_answers(recompute_bn)
+    return int(correct.sum()) / len(correct), correct
 
 
 def baseline_record(model: str | None) -> list[dict[str, Any]]:

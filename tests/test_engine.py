@@ -194,12 +194,22 @@ def test_cuda_graph_step_trains_like_the_eager_step(amp):
 def test_precise_bn_sets_the_statistics_of_the_current_weights():
     data = make_synthetic(96, 16)
     model = tiny_net()
-    trainer = Trainer(model, data, config(precise_bn=64), torch.Generator().manual_seed(0))
+    recipe = config(precise_bn=64, augment=True)
+    trainer = Trainer(model, data, recipe, torch.Generator().manual_seed(0))
     trainer.recompute_bn_statistics()
+    first = model[1].running_mean.clone()
+    trainer.recompute_bn_statistics()
+    assert torch.equal(model[1].running_mean, first)  # the same draw every time
+    # The images it read: a fixed draw of 64, augmented as in training (crop, flip).
+    trainer.bn_loader.generator = torch.Generator().manual_seed(0)
+    images = torch.cat([batch for batch, _ in trainer.bn_loader])
     chosen = torch.randperm(96, generator=torch.Generator().manual_seed(0))[:64]
-    inputs = trainer.inputs(data.train_x[chosen])
+    assert images.shape == (64, 3, 32, 32)
+    assert sorted(images.sum((1, 2, 3)).tolist()) != sorted(
+        data.train_x[chosen].sum((1, 2, 3)).tolist()
+    )  # cropped from zero-padded images: not the plain ones
     with torch.no_grad():
-        features = model[0](inputs)  # what the first BN normalises
+        features = model[0](trainer.inputs(images))  # what the first BN normalises
     batches = features.split(32)  # the statistics are averaged over batches
     torch.testing.assert_close(
         model[1].running_mean, torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)

@@ -28,10 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.checkpoints import load_foreign
 from compress.errors import UsageError
 from compress.loading import load
 from compress.measure import forward_with_hooks
 from compress.options import Options, option
+from compress.registry import create_model
 from compress.techniques.base import RunContext, Technique, TrainingTerm, register_technique
 
 KINDS = ("output", "feature", "attention")
@@ -39,7 +41,14 @@ KINDS = ("output", "feature", "attention")
 
 @dataclass
 class DistillConfig(Options):
-    teacher: str = option("resnet56", "teacher: a run directory, or a model name trained first")
+    teacher: str = option(
+        "resnet56",
+        "teacher: a run directory, a checkpoint file (with --teacher-model), or a model name "
+        "trained first",
+    )
+    teacher_model: str | None = option(
+        None, "the network a --teacher checkpoint file holds (e.g. resnet56)"
+    )
     kind: str = option(
         "output", "what the student imitates", choices=KINDS, search=("choice", *KINDS)
     )
@@ -165,9 +174,23 @@ class FeatureTap:
 
 
 def load_teacher(config: DistillConfig, context: RunContext) -> nn.Module:
-    """A teacher from a run directory, or trained from a model name on the run's data and
-    recipe for ``--teacher-epochs`` (once: the run's cache keeps it for the next run)."""
+    """A teacher from a run directory, from anyone's checkpoint file (its network named by
+    ``--teacher-model``), or trained from a model name on the run's data and recipe for
+    ``--teacher-epochs`` (once: the run's cache keeps it for the next run). A file's
+    teacher sees the run's inputs, normalised as ``--normalize`` says."""
     path = Path(config.teacher)
+    if path.is_file():
+        if config.teacher_model is None:
+            raise UsageError(
+                f"--teacher {config.teacher} is a checkpoint file: name its network with "
+                "--teacher-model (e.g. resnet56)"
+            )
+        teacher = create_model(config.teacher_model, num_classes=context.data.num_classes)
+        loaded = load_foreign(teacher, path)
+        context.console.print(f"teacher {loaded['file']}: {loaded['match']}", highlight=False)
+        return teacher
+    if config.teacher_model is not None:
+        raise UsageError("--teacher-model names the network of a --teacher checkpoint file")
     if path.is_dir():
         return load(path)
     if "/" in config.teacher or config.teacher.startswith("."):

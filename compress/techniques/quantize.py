@@ -68,7 +68,10 @@ class QuantizeConfig(Options):
     calibration_batches: int = option(
         8, "ptq and finetune: training batches that set activation scales", low=1
     )
-    qat_epochs: int = option(2, "finetune: quantization-aware epochs at --lr / 10", low=1)
+    qat_epochs: int = option(2, "finetune: quantization-aware epochs after quantizing", low=1)
+    qat_lr: float | None = option(
+        None, "finetune: their learning rate (default: --lr / 10)", low=0, low_open=True
+    )
 
     def check(self) -> None:
         if self.mode == "ptq" and (self.weight_bits, self.act_bits) != (8, 8):
@@ -316,7 +319,7 @@ class Quantize(Technique):
             recipe = dataclasses.replace(
                 context.train,
                 epochs=config.qat_epochs,
-                lr=context.train.lr / 10,
+                lr=config.qat_lr or context.train.lr / 10,
                 warmup_epochs=0.0,
                 cuda_graph=None,
             )
