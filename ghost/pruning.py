@@ -67,6 +67,23 @@ def ghost_pruning_setup(model: nn.Module) -> tuple[dict, list[nn.Module]]:
     return {GhostModule: GhostModulePruner()}, [m for m in modules if not is_prunable(m)]
 
 
+def ghost_ratios(pruner: tp.pruner.BasePruner, ratios: dict[GhostModule, float]) -> None:
+    """Give Ghost modules ratios of their own in ``pruner``, as ``pruning_ratio_dict``
+    does for the layers torch-pruning knows.
+
+    torch-pruning (1.6) files a ``pruning_ratio_dict`` entry only under its own layer
+    types and silently drops a customized one, so this registers each Ghost module the
+    way it registers a layer there: a scope of its own (ranked alone, as with local
+    pruning) with the ratio scheduled over the pruner's iterative steps.
+    """
+    for index, (module, ratio) in enumerate(ratios.items()):
+        scope = f"_Ghost_Module_Scope_{index}"
+        pruner._layer_to_scope[module] = (scope, [module])
+        pruner.pruning_ratio_dict[module] = pruner.iterative_pruning_ratio_scheduler(
+            ratio, pruner.iterative_steps
+        )
+
+
 def _channel_scores(module: GhostModule, kind: str, p: int) -> torch.Tensor:
     """One score per output channel of a Ghost module, from the filter that makes it."""
     maps, s = intrinsic_maps(module), module.ratio

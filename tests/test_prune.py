@@ -1,3 +1,4 @@
+import copy
 import json
 import warnings
 
@@ -17,7 +18,8 @@ from compress.reports import run_table, si
 from compress.runner import run
 from compress.structure import fit_to_state_dict
 from compress.techniques import RunContext
-from compress.techniques.prune import PruneConfig, _pruner, ratio_for_target
+from compress.techniques.prune import PruneConfig, _pruner, prunable_fraction, ratio_for_target
+from ghost.ghostify import ghostify
 from ghost.module import GhostModule
 from ghost.pruning import GhostModulePruner
 
@@ -186,6 +188,52 @@ def test_prune_end_to_end_labels_and_reload(tmp_path, method, kind):
     state = load_file(f"{tmp_path / metrics['run_dir']}/model.safetensors")
     model = fit_to_state_dict(create_model("resnet20", num_classes=4), state).eval()
     assert count_macs(model, torch.zeros(1, 3, 16, 16)) == metrics["macs"]
+
+
+EXAMPLE = torch.zeros(1, 3, 16, 16)
+
+
+def ghost_resnet20(s: int) -> nn.Module:
+    model = create_model("resnet20")
+    ghostify(model, s, 3)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("network", "scope"),
+    [("resnet20", "layer"), ("ghost-s4", "layer"), ("resnet20", "global")],
+)
+def test_more_ratio_never_keeps_more_macs(network, scope):
+    """The audit's cases: torch-pruning skips a layer it would empty, so ResNet-20 kept
+    9.3% of its MACs at ratio 0.9 and 38.5% at 0.95, and Ghost-ResNet-20 (s = 4) all of
+    them at 0.95. With a floor of one channel (one intrinsic map) per layer the MACs
+    kept fall with the ratio, down to the floor."""
+    base = create_model("resnet20").eval() if network == "resnet20" else ghost_resnet20(4)
+    example = torch.zeros(1, 3, 16, 16)
+    macs = count_macs(base, example)
+    kept = []
+    for ratio in (0.5, 0.7, 0.887, 0.9, 0.95, 0.99):
+        model = copy.deepcopy(base)
+        _pruner(model, PruneConfig(ratio=ratio, scope=scope), ratio, example).step()
+        kept.append(count_macs(model.eval(), example) / macs)
+    assert kept == sorted(kept, reverse=True), kept
+    assert kept[-1] < 0.25  # the floor: every prunable layer down to one channel
+
+
+@pytest.mark.parametrize(("s", "target"), [(4, 0.5), (4, 0.3), (2, 0.3)])
+def test_targets_the_audit_found_refused_are_within_reach(s, target):
+    """Refused before ("at most 26.8% of the MACs can go"), though reachable."""
+    assert prunable_fraction(ghost_resnet20(s), PruneConfig(target_macs=target), EXAMPLE) < target
+
+
+def test_a_target_the_audit_found_refused_is_reached():
+    """Ghost-ResNet-20 at s = 4 to half its MACs: ratio 0.495 reached 54.4%, the nearest
+    point (4 intrinsic maps in stage 1 move the MACs in steps of about 4 points)."""
+    model = ghost_resnet20(4)
+    config = PruneConfig(target_macs=0.5)
+    _pruner(model, config, ratio_for_target(model, config, EXAMPLE), EXAMPLE).step()
+    reached = count_macs(model.eval(), EXAMPLE) / count_macs(ghost_resnet20(4), EXAMPLE)
+    assert abs(reached - 0.5) < 0.05
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     import torch_pruning as tp
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "random")
+MAX_RATIO = 0.99
+# How far --target-macs may land from its target (a fraction of the unpruned MACs):
+# channels are whole, so the MAC fraction moves in steps. What the README promises.
+TARGET_TOLERANCE = 0.015
 CHANNELS, WEIGHTS = "channels removed", "weights masked"
 
 
@@ -43,9 +47,10 @@ class PruneConfig(Options):
     )
     ratio: float = option(
         0.5,
-        "channels: share of each layer's channels removed; weights: sparsity",
+        "channels: share of each layer's channels removed (each keeps at least one, or "
+        "--round-to); weights: sparsity",
         low=0,
-        high=0.99,
+        high=MAX_RATIO,
         search=("float", 0.1, 0.9),
     )
     target_macs: float | None = option(
@@ -81,6 +86,27 @@ def protected_layers(model: nn.Module, unprunable_ghosts: list[nn.Module]) -> li
     return [first, *linears[-1:], *own, *unprunable_ghosts]
 
 
+class KeepStrongest:
+    """An importance whose ``keep`` strongest channels of every layer score infinity, so
+    that global ranking never empties a layer (torch-pruning would skip it whole, and
+    the MACs kept would jump back up as the ratio grows)."""
+
+    def __init__(self, base: Any, keep: int) -> None:
+        self.base, self.keep = base, keep
+
+    def __call__(self, group: tp.Group) -> torch.Tensor | None:
+        scores = self.base(group)
+        if scores is None:
+            return None
+        root = group[0].dep.target.module
+        blocks = root.ratio if isinstance(root, GhostModule) else 1  # ghosts share a score
+        per_unit = scores.view(blocks, -1).mean(0)
+        strongest = per_unit.topk(min(self.keep, len(per_unit))).indices
+        scores = scores.clone().view(blocks, -1)
+        scores[:, strongest] = float("inf")
+        return scores.view(-1)
+
+
 def _importance(kind: str) -> tp.importance.Importance:
     import torch_pruning as tp
 
@@ -96,24 +122,65 @@ def _importance(kind: str) -> tp.importance.Importance:
     return GhostAwareImportance(base, kind, p=2 if kind == "l2" else 1)
 
 
+def _units(module: nn.Module) -> int:
+    """What channel pruning removes from ``module`` one at a time: its output channels,
+    or, in a Ghost module, its intrinsic maps (each leaves with its ghosts)."""
+    if isinstance(module, GhostModule):
+        return module.primary_conv[0].out_channels
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+
+
+def floored_ratios(modules: list[nn.Module], ratio: float, keep: int) -> dict[nn.Module, float]:
+    """Per-layer ratios for the layers that ``ratio`` would leave with fewer than ``keep``
+    channels: theirs keeps exactly ``keep``.
+
+    torch-pruning keeps ``int(n (1 - ratio))`` of a layer's ``n`` channels and skips a
+    layer it would empty, so without a floor a 16-channel layer loses 14 at ratio 0.9 and
+    none at 0.95, and the MACs kept jump back up as the ratio grows. With it, a larger
+    ratio never keeps more of any layer: the MACs kept fall monotonically."""
+    floors = {}
+    for module in modules:
+        units = _units(module)
+        if int(units * (1 - ratio)) < keep:
+            floors[module] = max(0.0, 1 - (min(keep, units) + 0.5) / units)
+    return floors
+
+
 def _pruner(model: nn.Module, config: PruneConfig, ratio: float, example: torch.Tensor):
     import torch_pruning as tp
 
-    from ghost.pruning import ghost_pruning_setup
+    from ghost.pruning import ghost_pruning_setup, ghost_ratios
 
     pruners, unprunable_ghosts = ghost_pruning_setup(model)
-    return tp.pruner.BasePruner(
+    protected = protected_layers(model, unprunable_ghosts)
+    ghosts = [m for m in model.modules() if isinstance(m, GhostModule)]
+    # Not layers of their own here: what is protected, the convs inside a Ghost module
+    # (pruned through it) and depthwise convs (pruned with the layer that feeds them).
+    skipped = {id(m) for layer in protected for m in layer.modules()}
+    skipped |= {id(m) for ghost in ghosts for m in ghost.modules() if m is not ghost}
+    roots = [
+        m
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear, GhostModule))
+        and id(m) not in skipped
+        and not (isinstance(m, nn.Conv2d) and m.groups > 1)
+    ]
+    floors = floored_ratios(roots, ratio, config.round_to or 1)
+    pruner = tp.pruner.BasePruner(
         model,
         example,
-        importance=_importance(config.importance),
+        importance=KeepStrongest(_importance(config.importance), config.round_to or 1),
         global_pruning=config.scope == "global",
         pruning_ratio=ratio,
+        pruning_ratio_dict={m: r for m, r in floors.items() if not isinstance(m, GhostModule)},
         iterative_steps=config.steps,
-        ignored_layers=protected_layers(model, unprunable_ghosts),
+        ignored_layers=protected,
         round_to=config.round_to,
         customized_pruners=pruners,
         root_module_types=[nn.Conv2d, nn.Linear, GhostModule],
     )
+    ghost_ratios(pruner, {m: r for m, r in floors.items() if isinstance(m, GhostModule)})
+    return pruner
 
 
 def _taylor_gradients(model: nn.Module, context: RunContext, batches: int = 4) -> None:
@@ -132,7 +199,7 @@ def ratio_for_target(model: nn.Module, config: PruneConfig, example: torch.Tenso
     jumps, and the ratio on whichever side of the jump is nearer the target wins.
     """
     base = count_macs(model, example)
-    low, high = 0.0, 0.99
+    low, high = 0.0, MAX_RATIO
     best, best_gap = high, float("inf")
     for _ in range(12):
         middle = (low + high) / 2
@@ -149,12 +216,13 @@ def ratio_for_target(model: nn.Module, config: PruneConfig, example: torch.Tenso
 
 
 def prunable_fraction(model: nn.Module, config: PruneConfig, example: torch.Tensor) -> float:
-    """The MAC fraction left when channel pruning takes 90% of every layer it may touch
-    (on a copy): about what protected layers, and Ghost modules that cannot lose whole
-    maps, keep. (Near 100% torch-pruning skips layers it would empty.)"""
+    """The least MAC fraction channel pruning can leave (on a copy, at the largest ratio,
+    where every layer it may touch keeps its floor of channels): what protected layers,
+    Ghost modules that cannot lose whole maps and those floors keep. The MACs kept fall
+    monotonically with the ratio, so every target above this is reachable."""
     trial = copy.deepcopy(model).eval()
     base = count_macs(trial, example)
-    _pruner(trial, dataclasses.replace(config, steps=1), 0.9, example).step()
+    _pruner(trial, dataclasses.replace(config, steps=1), MAX_RATIO, example).step()
     return count_macs(trial, example) / base
 
 
@@ -194,8 +262,8 @@ class Prune(Technique):
         if config.method == "weights":
             return
         floor = prunable_fraction(model, config, context.example(torch.device("cpu")))
-        wanted = config.target_macs if config.target_macs is not None else None
-        if floor > 0.95 or (wanted is not None and floor > wanted + 0.05):
+        wanted = config.target_macs
+        if floor > 0.95 or (wanted is not None and floor > wanted + TARGET_TOLERANCE):
             goal = f"--target-macs {wanted}" if wanted is not None else "any channel"
             raise UsageError(
                 f"channel pruning cannot reach {goal}: at most {100 * (1 - floor):.1f}% of the "
@@ -218,6 +286,7 @@ class Prune(Technique):
         ratio = config.ratio
         if config.target_macs is not None:
             ratio = ratio_for_target(model, config, example)
+            self._say_how_near(model, config, ratio, example, context)
         context.metrics["prune_ratio_used"] = ratio
         pruner = _pruner(model, config, ratio, example)
         for step in range(config.steps):
@@ -232,6 +301,27 @@ class Prune(Technique):
             )
             self._finetune(model, config, context)
         return model
+
+    @staticmethod
+    def _say_how_near(
+        model: nn.Module,
+        config: PruneConfig,
+        ratio: float,
+        example: torch.Tensor,
+        context: RunContext,
+    ) -> None:
+        """A line when the nearest reachable MAC fraction is further from ``--target-macs``
+        than the usual step (layers with few channels move it in large steps)."""
+        trial = copy.deepcopy(model).eval()
+        _pruner(trial, dataclasses.replace(config, steps=1), ratio, example).step()
+        reached = count_macs(trial, example) / context.metrics["unpruned_macs"]
+        if abs(reached - config.target_macs) > TARGET_TOLERANCE:
+            context.console.print(
+                f"--target-macs {config.target_macs}: the nearest reachable is "
+                f"{100 * reached:.1f}% of the MACs (ratio {ratio:.3f}); its layers' channel "
+                "counts move the MACs in steps this large",
+                highlight=False,
+            )
 
     def _mask(self, model: nn.Module, config: PruneConfig, context: RunContext) -> nn.Module:
         model.to(memory_format=torch.contiguous_format)  # torch's pruning views weights flat
