@@ -34,7 +34,7 @@ rows=(
   r56-channels70 r56-channels50 r56-channels30
   r20-channels50-pruned r20-channels50-tuned r20-channels50-kd
   r56-channels50-w4a4
-  ghost-r56-fitted ghost-r56-scratch
+  ghost-r56-fitted ghost-r56-fitted-kd ghost-r56-scratch ghost-r56-scratch-lr0.1
 )
 
 completed() {  # whether a run under $1 completed
@@ -98,9 +98,14 @@ run_row() {
       row "$1" prune+quantize --model resnet56 --init "$r56" --target-macs 0.5 \
         "${prune_tune[@]}" --mode finetune --weight-bits 4 --act-bits 4 --qat-epochs 1 \
         --qat-lr 0.01 "${after[@]}" ;;
-    ghost-r56-fitted) row "$1" ghost --backbone resnet56 --s 2 --d 3 --init "$r56" \
-      "${once[@]}" ;;
-    ghost-r56-scratch) row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" ;;
+    ghost-r56-fitted)  # the trained ResNet-56's convs made Ghost modules, then fine-tuned
+      row "$1" ghost --backbone resnet56 --s 2 --d 3 --init "$r56" "${once[@]}" ;;
+    ghost-r56-fitted-kd) row "$1" ghost+distill --backbone resnet56 --s 2 --d 3 \
+      --init "$r56" "${teacher[@]}" "${once[@]}" ;;
+    ghost-r56-scratch)  # the same network and images from random weights, the same recipe
+      row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" ;;
+    ghost-r56-scratch-lr0.1)  # ... and at the paper's learning rate, kinder to scratch
+      row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" --lr 0.1 ;;
     *) echo "unknown row $1 (rows: ${rows[*]})" >&2; exit 2 ;;
   esac
 }

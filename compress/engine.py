@@ -324,13 +324,17 @@ class Trainer:
         # 2.8 points (91.73% -> 88.96%), where augmented ones keep it at 91.74%.
         chosen = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
         chosen = chosen[: config.precise_bn]
-        self.bn_loader = DeviceLoader(
-            data.train_x[chosen],
-            data.train_y[chosen],
-            min(config.batch_size, max(1, len(chosen))),
-            self.device,
-            train=True,
-            **augmentation,
+        self.bn_loader = (
+            DeviceLoader(
+                data.train_x[chosen],
+                data.train_y[chosen],
+                min(config.batch_size, len(chosen)),
+                self.device,
+                train=True,
+                **augmentation,
+            )
+            if len(chosen)
+            else None
         )
         self.optimizer = build_optimizer(model, config, capturable=self.use_graph)
         self.scheduler = build_scheduler(self.optimizer, config, len(self.train_loader))
@@ -411,7 +415,7 @@ class Trainer:
         so dropout and quantizers' own statistics are left alone.
         """
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms or not self.config.precise_bn:
+        if not norms or self.bn_loader is None:
             return
         momenta = [norm.momentum for norm in norms]
         self.step_model.eval()

@@ -21,6 +21,7 @@ from torch import nn
 from compress import runs
 from compress.data import DATASET_CLASSES
 from compress.errors import UsageError, first_line
+from compress.spec import RunSpec
 from compress.structure import fit_shapes
 
 FORMAT = 1  # config.json's "format"; a newer one was written by a newer compress
@@ -35,7 +36,7 @@ class LoadedRun:
     """A finished run's network with what describes it."""
 
     model: nn.Module
-    spec: Any  # compress.runner.RunSpec
+    spec: RunSpec
     config: dict[str, Any]
     metrics: dict[str, Any]
     run_dir: Path
@@ -85,8 +86,6 @@ def _input_record(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """The finished run in ``run_dir``, rebuilt; a ``RunLoadError`` says why not."""
-    from compress.runner import RunSpec
-
     run_dir = Path(run_dir)
     config, metrics = _read(run_dir)
     try:

@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,7 @@ import torch
 from rich.console import Console
 
 from compress import runs
-from compress.checkpoints import load_foreign
-from compress.data import DataConfig, Dataset, load_data
+from compress.data import Dataset, load_data
 from compress.engine import (
     TrainConfig,
     Trainer,
@@ -35,148 +34,15 @@ from compress.engine import (
     train,
 )
 from compress.errors import UsageError, first_line
-from compress.loading import FORMAT, RunLoadError, load, load_run
+from compress.initialization import initialize
+from compress.loading import FORMAT, RunLoadError, load
 from compress.measure import latencies_ms, profile_model
-from compress.options import Options, from_values
 from compress.plots import plot_curves
-from compress.registry import TIMM_PREFIX, pretrained_model
 from compress.reports import stderr_console
 from compress.significance import encode_answers
-from compress.structure import fit_shapes
-from compress.techniques import (
-    RunContext,
-    Technique,
-    TrainingTerm,
-    get_technique,
-    parse_composition,
-)
+from compress.spec import RunSpec, baseline_record
+from compress.techniques import RunContext, Technique, TrainingTerm
 from compress.turns import lock_exclusively
-
-# Protocols by name; explicit options override them.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The seed experiment: GhostNet vs MobileNetV3-Large on CIFAR-10.
-    "seed": {
-        "data": {"dataset": "cifar10"},
-        "train": {
-            "optimizer": "adam",
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "batch_size": 128,
-            "epochs": 30,
-            "schedule": "constant",
-        },
-    },
-    # The paper's CIFAR recipe (Section 4.1, after He et al.).
-    "paper": {
-        "data": {"dataset": "cifar10"},
-        "train": {
-            "optimizer": "sgd",
-            "lr": 0.1,
-            "momentum": 0.9,
-            "weight_decay": 1e-4,
-            "batch_size": 128,
-            "epochs": 164,
-            "schedule": "multistep",
-            "milestones": "0.5,0.75",
-            "gamma": 0.1,
-        },
-    },
-}
-
-
-@dataclass
-class TechniqueUse:
-    """One technique of a run, with its options."""
-
-    name: str
-    options: Options
-
-    @property
-    def technique(self) -> Technique:
-        return get_technique(self.name)
-
-
-@dataclass
-class RunSpec:
-    """What to run: techniques in stage order with their options, the data, the recipe."""
-
-    uses: list[TechniqueUse]
-    data: DataConfig
-    train: TrainConfig
-
-    @property
-    def name(self) -> str:
-        return "+".join(use.name for use in self.uses)
-
-    @property
-    def label(self) -> str:
-        builder, *others = self.uses
-        return "+".join([builder.technique.label(builder.options), *(u.name for u in others)])
-
-    @property
-    def reference_model(self) -> str | None:
-        """The uncompressed model to read this run against (none for that model itself)."""
-        builder = self.uses[0]
-        reference = builder.technique.reference_model(builder.options)
-        return None if self.record()["techniques"] == baseline_record(reference) else reference
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "techniques": [{"name": u.name, "options": u.options.to_record()} for u in self.uses],
-            "data": self.data.to_record(),
-            "train": self.train.to_record(),
-        }
-
-    @classmethod
-    def from_options(
-        cls, composition: str, options: dict[str, Any], preset: str | None = None
-    ) -> RunSpec:
-        """A run from technique names joined by '+' and a flat dict of options, each
-        going to the config that declares it: defaults, then the preset, then these."""
-        names = parse_composition(composition)
-        configs = [get_technique(name).config_cls for name in names]
-        declared = {f.name for c in [*configs, DataConfig, TrainConfig] for f in fields(c)}
-        unknown = sorted(set(options) - declared)
-        if unknown:
-            raise UsageError(f"{composition} takes no option {unknown[0]!r}")
-        if preset is not None and preset not in PRESETS:
-            raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-        layers = PRESETS.get(preset, {})
-        spec = cls(
-            [TechniqueUse(n, from_values(c, options)) for n, c in zip(names, configs, strict=True)],
-            from_values(DataConfig, layers.get("data", {}), options),
-            from_values(TrainConfig, layers.get("train", {}), options),
-        )
-        spec.check_composition()
-        return spec
-
-    @property
-    def trains_like_its_backbone(self) -> bool:
-        """Whether training is the builder's network trained alone: every other technique
-        acts only afterwards (pruning, post-training quantization). Then the trained
-        backbone can be shared (``trained_once``) and only the rest run per result."""
-        return not any(use.technique.changes_training(use.options) for use in self.uses[1:])
-
-    def backbone(self) -> RunSpec:
-        """The builder alone, with the same data and recipe."""
-        return RunSpec(self.uses[:1], self.data, self.train)
-
-    def check_composition(self) -> None:
-        """Each technique's word on the others of the run (e.g. quantize after prune)."""
-        for use in self.uses:
-            others = [other.technique for other in self.uses if other is not use]
-            use.technique.check_composition(use.options, others)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RunSpec:
-        try:
-            uses = [
-                TechniqueUse(e["name"], get_technique(e["name"]).config_cls(**e["options"]))
-                for e in record["techniques"]
-            ]
-            return cls(uses, DataConfig(**record["data"]), TrainConfig(**record["train"]))
-        except (KeyError, TypeError, ValueError) as error:
-            raise UsageError(f"config.json does not describe a run: {error}") from None
 
 
 @dataclass
@@ -214,9 +80,13 @@ def checked_network(
     model = builder.technique.build_model(
         builder.options, context.data.num_classes, context.input_size
     )
-    init_from = initialize(model, spec) if spec.train.init else None
-    if init_from and "match" in init_from:
-        context.console.print(f"--init {init_from['file']}: {init_from['match']}", highlight=False)
+    init_from = None
+    if spec.train.init:
+        model, init_from = initialize(model, builder, spec.train.init, context)
+        if "match" in init_from:
+            context.console.print(
+                f"--init {init_from['file']}: {init_from['match']}", highlight=False
+            )
     dry_run(model, context.input_size, builder.technique.label(builder.options))
     for use in others:
         use.technique.check_model(model, use.options, context)
@@ -278,52 +148,6 @@ def build(spec: RunSpec, data: Dataset, console: Console, cache: Path | None = N
         elif technique.stage == "train":
             terms.append(technique.loss_term(model, use.options, context))
     return Prepared(model, context, terms, techniques, init_from)
-
-
-def initialize(model: torch.nn.Module, spec: RunSpec) -> dict[str, Any]:
-    """Load ``--init``'s weights into the freshly built network; what they were, for
-    the record. A run directory must hold the same network (its builder and options);
-    a checkpoint file (anyone's: ``compress.checkpoints``) must fill every tensor;
-    timm's pretrained weights fill every tensor whose name and shape match (a new
-    classifier keeps its initialisation)."""
-    source = spec.train.init
-    if Path(source).is_file():
-        return load_foreign(model, Path(source))
-    if source.startswith(TIMM_PREFIX):
-        pretrained = pretrained_model(source).state_dict()
-        own = model.state_dict()
-        fitting = {k: v for k, v in pretrained.items() if k in own and own[k].shape == v.shape}
-        if len(fitting) < len(own) / 2:
-            raise UsageError(
-                f"--init {source}: only {len(fitting)} of the network's {len(own)} tensors "
-                "match its weights by name and shape; pick the timm model this network mirrors"
-            )
-        model.load_state_dict(fitting, strict=False)
-        return {"timm": source, "tensors": len(fitting), "new": sorted(set(own) - set(fitting))}
-    try:
-        loaded = load_run(source)
-    except RunLoadError as error:
-        raise UsageError(f"--init: {error}") from None
-    theirs, ours = loaded.spec.uses[0], spec.uses[0]
-    if (theirs.name, theirs.options) != (ours.name, ours.options):
-        raise UsageError(
-            f"--init {source} trained {theirs.technique.label(theirs.options)}, "
-            f"not {ours.technique.label(ours.options)}"
-        )
-    state = loaded.model.state_dict()
-    try:
-        fit_shapes(model, state)
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise UsageError(
-            f"--init {source} is a {loaded.spec.name} run whose weights a fresh "
-            f"{ours.name} network cannot take (quantized?): start from its backbone's run"
-        ) from None
-    return {
-        "run_dir": str(source),
-        "label": loaded.metrics.get("label"),
-        "final_val_acc": loaded.metrics.get("final_val_acc"),
-    }
 
 
 def start(
@@ -509,6 +333,9 @@ def _finish(
     model, context, techniques = prepared.model, prepared.context, prepared.techniques
     data, console = context.data, context.console
     write_metrics("running")
+    if spec.train.init and spec.train.epochs and not state.history:
+        # Where the weights start, before any step: the trained (or fitted) network.
+        context.metrics["init_val_acc"] = _test_answers(model, context, recompute_bn=False)[0]
     state = train(
         model,
         data,
@@ -530,7 +357,7 @@ def _finish(
     # Statistics are recomputed for weights this run changed; a network trained elsewhere
     # (--init, no epochs) or only quantized after training is tested with its own.
     recompute_bn = bool(context.history) or any(techniques[u.name].restructures for u in spec.uses)
-    final_acc, answers = _final_answers(model, context, recompute_bn)
+    final_acc, answers = _test_answers(model, context, recompute_bn)
     auxiliary = [p for use in spec.uses for p in techniques[use.name].auxiliary_parameters(model)]
     profile = profile_model(
         model, context.input_size, device, latency_repeats=20, auxiliary=auxiliary
@@ -601,7 +428,7 @@ def latency_side_by_side(outcomes: list[RunOutcome], repeats: int = 30) -> list[
     return results
 
 
-def _final_answers(
+def _test_answers(
     model: torch.nn.Module, context: RunContext, recompute_bn: bool
 ) -> tuple[float, torch.Tensor]:
     """Top-1 of the delivered network (after any pruning or quantization) on the test
@@ -609,11 +436,6 @@ def _final_answers(
     trainer = Trainer(model, context.data, context.train, torch.Generator())
     _, correct = trainer.test_answers(recompute_bn)
     return int(correct.sum()) / len(correct), correct
-
-
-def baseline_record(model: str | None) -> list[dict[str, Any]]:
-    """The technique record of ``model`` trained as it is."""
-    return [{"name": "baseline", "options": {"model": model}}]
 
 
 # Options that must agree for two runs to be compared side by side.

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 
 LEVEL = 0.95
 ENCODING = "packbits-base64"  # np.packbits (big-endian bit order), then base64
@@ -69,6 +68,8 @@ class Interval:
 
 def interval(correct: int, images: int) -> Interval:
     """The Wilson score interval of ``correct`` right answers out of ``images``."""
+    from scipy.stats import binomtest  # a second's import, for the commands that test
+
     bounds = binomtest(correct, images).proportion_ci(LEVEL, method="wilson")
     return Interval(correct, images, float(bounds.low), float(bounds.high))
 
@@ -93,6 +94,8 @@ def mcnemar(first: np.ndarray, second: np.ndarray) -> PairedTest:
         raise ValueError(
             f"paired test needs the same test images: {first.size} against {second.size}"
         )
+    from scipy.stats import binomtest
+
     only_first = int(np.count_nonzero(first & ~second))
     only_second = int(np.count_nonzero(second & ~first))
     disagreements = only_first + only_second

@@ -9,7 +9,8 @@ from torch import nn
 from compress.errors import UsageError
 from compress.measure import count_macs, count_params, profile_model
 from compress.registry import create_model
-from compress.runner import RunSpec, run
+from compress.runner import run
+from compress.spec import RunSpec
 from compress.techniques.quantize import (
     QuantizeConfig,
     bops,

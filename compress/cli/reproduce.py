@@ -12,7 +12,7 @@ from compress.engine import TrainConfig
 from compress.options import Options, option
 from compress.reports import console, stderr_console
 from compress.reproduce import SEED_MODELS, read_published, reproduce_seed
-from compress.runner import RunSpec
+from compress.spec import RunSpec
 
 EXAMPLES = (
     "compress reproduce seed                         # CIFAR-10, 30 epochs, both models",

@@ -14,7 +14,7 @@ from compress.engine import TrainConfig, TrainingInterrupted
 from compress.errors import UsageError
 from compress.options import Options, add_arguments, option
 from compress.reports import console, error_console, run_table, stderr_console
-from compress.runner import PRESETS, RunSpec
+from compress.spec import PRESETS, RunSpec
 from compress.techniques import get_technique, parse_composition
 
 EXAMPLES = (

@@ -12,7 +12,7 @@ from compress.engine import TrainConfig
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.reports import console, stderr_console
-from compress.runner import RunSpec
+from compress.spec import RunSpec
 
 PARETO_EXAMPLES = (
     "compress study pareto --techniques ghost,prune,quantize --backbone resnet20 --trials 20",

@@ -154,6 +154,23 @@ class Technique:
         """
         raise NotImplementedError
 
+    def made_from(self, config: Any) -> tuple[str, Options] | None:
+        """``build``: the builder and options of another network whose trained weights
+        ``from_trained`` turns into this one (``--init`` with that network's weights);
+        None when only this network's own weights start it."""
+        return None
+
+    def from_trained(
+        self, config: Any, trained: nn.Module, context: RunContext
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """``build``: this network made from ``trained``, the network ``made_from`` names
+        with its trained weights (which it may change in place).
+
+        Returns:
+            The network, and what making it did (for the run's record).
+        """
+        raise NotImplementedError
+
     def on_backbone(self, backbone: str) -> dict[str, Any]:
         """The options that make this technique act on ``backbone`` (a registered model
         name): a builder builds it, the others need nothing. Studies wire it in so."""

@@ -3,9 +3,11 @@ scratch, or any backbone with its convs made Ghost modules (``ghostify``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from compress.errors import UsageError
@@ -13,6 +15,8 @@ from compress.options import Options, option
 from compress.registry import create_model, get_entry, models_of
 from compress.reports import MetricRow
 from compress.techniques.base import RunContext, Technique, register_technique
+from compress.techniques.baseline import BaselineConfig
+from ghost.from_trained import ghostify_trained
 from ghost.ghostify import ghostify
 from ghost.module import GhostModule, check_ghost_options
 
@@ -48,6 +52,12 @@ class GhostConfig(Options):
     keep_first: bool = option(True, "leave the backbone's first conv plain")
     cifar_strides: bool = option(
         False, "GhostNet's CIFAR variant: 8x instead of 32x downsampling (4x the MACs at 32px)"
+    )
+    fit_images: int = option(
+        512,
+        "--backbone with --init of its trained weights: training images on which each "
+        "cheap operation is fitted to the maps it replaces",
+        low=1,
     )
 
     def check(self) -> None:
@@ -86,6 +96,38 @@ class Ghost(Technique):
         taken = get_entry(config.model).options
         chosen = {name: value for name, value in options.items() if name in taken}
         return create_model(config.model, num_classes=num_classes, **chosen)
+
+    def made_from(self, config: GhostConfig) -> tuple[str, BaselineConfig] | None:
+        """A ghostified backbone starts from the plain backbone's trained weights."""
+        return None if config.backbone is None else ("baseline", BaselineConfig(config.backbone))
+
+    def from_trained(
+        self, config: GhostConfig, trained: nn.Module, context: RunContext
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The trained backbone's convs as Ghost modules: trained filters kept as the
+        intrinsic ones, cheap operations fitted by least squares (``ghost.from_trained``)."""
+        device = torch.device("cpu")
+        batch = min(config.fit_images, 128)
+        count = -(-config.fit_images // batch)
+        batches = [x for x, _ in context.training_batches(device, count, batch)]
+        start = time.perf_counter()
+        fit = ghostify_trained(trained.to(device), batches, config.s, config.d, config.keep_first)
+        reordered = sum(unit.reordered for unit in fit.units)
+        context.console.print(
+            f"ghost from trained weights: {len(fit.units)} convs, {reordered} with their "
+            f"intrinsic filters chosen, ghosts fitted on {sum(map(len, batches))} images "
+            f"(mean relative squared error {fit.relative_error:.3f})",
+            highlight=False,
+        )
+        return trained, {
+            "method": "intrinsic filters kept, cheap operations fitted by least squares",
+            "fit_images": sum(map(len, batches)),
+            "units": len(fit.units),
+            "reordered_units": reordered,
+            "relative_error": fit.relative_error,
+            "unit_errors": {unit.name: unit.relative_error for unit in fit.units},
+            "time_s": time.perf_counter() - start,
+        }
 
     def report(self, model: nn.Module, config: GhostConfig, context: RunContext) -> dict[str, Any]:
         return {"ghost_modules": sum(isinstance(m, GhostModule) for m in model.modules())}
