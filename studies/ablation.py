@@ -18,8 +18,9 @@ from rich.table import Table
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.registry import get_entry, models_of
-from compress.runner import PRESETS, run
+from compress.runner import run
 from compress.runs import write_csv, write_json
+from compress.spec import PRESETS
 from compress.techniques.ghost import D_HELP, S_HELP
 from ghost.module import check_ghost_options
 

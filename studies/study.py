@@ -32,8 +32,9 @@ from compress.errors import UsageError, first_line
 from compress.options import Options, option
 from compress.registry import get_entry
 from compress.reports import stderr_console
-from compress.runner import CACHE, RunFailed, RunSpec, preflight, run, trained_once
+from compress.runner import CACHE, RunFailed, preflight, run, trained_once
 from compress.runs import check_root, write_csv
+from compress.spec import RunSpec
 from compress.techniques import get_technique, parse_composition
 from compress.turns import Turns
 from studies.objectives import OBJECTIVES, objectives_help, recorded
