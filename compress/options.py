@@ -216,6 +216,25 @@ def _parse_optional(scalar: type) -> Any:
     return parse
 
 
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def parse_value(cls: type, name: str, text: str) -> Any:
+    """``text`` read as option ``name`` of ``cls`` declares it (``none`` for an optional
+    one); a UsageError names the option when it cannot be."""
+    kind = field_type(typing.get_type_hints(cls)[name])
+    if kind.optional and text.lower() == "none":
+        return None
+    try:
+        if kind.many:
+            return comma_list(kind.scalar)(text)
+        if kind.scalar is bool:
+            return BOOLEANS[text.lower()]
+        return kind.scalar(text)
+    except (KeyError, ValueError, argparse.ArgumentTypeError):
+        raise UsageError(f"{flag(name)} must be {kind.scalar.__name__}, got {text!r}") from None
+
+
 def explicit(values: dict[str, Any]) -> dict[str, Any]:
     """The options a command line set (``none`` sets an optional one to None)."""
     return {k: None if v is EXPLICIT_NONE else v for k, v in values.items() if v is not None}

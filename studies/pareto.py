@@ -109,8 +109,8 @@ def plot_front(
         chosen = [r for r in done if r["technique"] == technique]
         axis.scatter([r[x] for r in chosen], [r[y] for r in chosen], label=technique)
     directions = [OBJECTIVES[x].direction, OBJECTIVES[y].direction]
-    front = pareto_front([(r[x], r[y]) for r in done], directions)
-    points = sorted((done[i][x], done[i][y]) for i in front)
+    everything = [(r[x], r[y]) for r in [*done, *baselines]]  # the front of all that is drawn
+    points = sorted(everything[i] for i in pareto_front(everything, directions))
     if points:
         axis.step(*zip(*points, strict=True), where="post", color="black", lw=1, label="front")
     for baseline in baselines:

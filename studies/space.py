@@ -19,14 +19,18 @@ def suggest(
     technique: str,
     config_cls: type[Options],
     given: dict[str, Any] | None = None,
+    skip: set[str] | None = None,
 ) -> dict[str, Any]:
     """Values for every searchable option of ``config_cls`` that applies with the
-    options ``given`` (e.g. GhostNet's width only when GhostNet is built), from ``trial``."""
+    options ``given`` (e.g. GhostNet's width only when GhostNet is built), from ``trial``;
+    the options in ``skip`` are not searched (the study fixed them)."""
     values: dict[str, Any] = {}
     for field in dataclasses.fields(config_cls):
         space = field.metadata.get("search")
         applies = field.metadata.get("applies")
-        if space is None or (applies is not None and not applies({**(given or {}), **values})):
+        if space is None or field.name in (skip or set()):
+            continue
+        if applies is not None and not applies({**(given or {}), **values}):
             continue
         kind, *bounds = space
         name = f"{technique}.{field.name}"

@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from rich.progress import Progress
 
 from compress.engine import TrainingInterrupted, resolve_device
 from compress.errors import UsageError, first_line
-from compress.options import Options, option
+from compress.options import Options, option, parse_value
 from compress.registry import get_entry
 from compress.reports import stderr_console
 from compress.runner import CACHE, RunFailed, preflight, run, trained_once
@@ -99,6 +99,11 @@ class StudySpec(Options):
         "so that their kernels overlap on one GPU); a trial's numbers are those it gets alone",
         low=1,
     )
+    fix: tuple[str, ...] = option(
+        (),
+        "technique options every trial takes as given instead of drawing them, as "
+        "NAME=VALUE, comma-separated (e.g. teacher=run/dir,kind=attention)",
+    )
     out: str = option("runs/studies", "results root")
     fixed: dict[str, Any] = field(default_factory=dict)  # data and training options
     worker_index: int = 0
@@ -118,7 +123,31 @@ class StudySpec(Options):
         for model in (self.backbone, *self.baselines):
             get_entry(model)
         RunSpec.from_options("baseline", {"model": self.backbone, **self.fixed})
+        self.given_options()
         check_concurrency(self.storage_url, self.workers * self.concurrent)
+
+    def given_options(self) -> dict[str, Any]:
+        """``--fix``'s options by name, each read as the type its technique declares."""
+        declared = {
+            f.name: (f, config)
+            for technique in self.techniques
+            for name in parse_composition(technique)
+            for config in [get_technique(name).config_cls]
+            for f in fields(config)
+            if "help" in f.metadata
+        }
+        given = {}
+        for item in self.fix:
+            name, sign, text = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sign or name not in declared:
+                known = ", ".join(sorted(declared))
+                raise UsageError(
+                    f"--fix {item!r}: give NAME=VALUE with NAME an option of the study's "
+                    f"techniques ({known})"
+                )
+            given[name] = parse_value(declared[name][1], name, text.strip())
+        return given
 
     @property
     def root(self) -> Path:
@@ -145,15 +174,21 @@ class StudySpec(Options):
         return [OBJECTIVES[o].direction for o in self.objectives]
 
 
-def trial_options(trial: optuna.Trial, technique: str, backbone: str) -> dict[str, Any]:
+def trial_options(
+    trial: optuna.Trial, technique: str, backbone: str, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The technique's searched options, with the backbone wired into its builder: each
-    technique says how it takes the backbone, then draws the options that apply."""
+    technique says how it takes the backbone, then draws the options that apply and that
+    the study did not fix (``given``, which every trial takes as they are)."""
     techniques = [get_technique(name) for name in parse_composition(technique)]
+    given = given or {}
     options: dict[str, Any] = {}
     for each in techniques:
         options.update(each.on_backbone(backbone))
     for each in techniques:
-        options.update(suggest(trial, each.name, each.config_cls, options))
+        declared = {f.name for f in fields(each.config_cls)}
+        options.update({k: v for k, v in given.items() if k in declared})
+        options.update(suggest(trial, each.name, each.config_cls, options, skip=set(given)))
     return options
 
 
@@ -202,19 +237,39 @@ def open_study(spec: StudySpec) -> optuna.Study:
     return study
 
 
+def reference_runs(spec: StudySpec) -> dict[str, dict[str, Any]]:
+    """The reference points' names and run options: the baselines on the same data and
+    recipe (from their own start: ``--init`` holds the backbone's weights). A study of a
+    trained backbone (``--init``) also shows it as loaded, and fine-tuned with the trials'
+    recipe, uncompressed: the control that tells what compression costs from what the
+    extra training gives."""
+    references = {}
+    if "init" in spec.fixed:
+        backbone = {**spec.fixed, "model": spec.backbone}
+        references[f"{spec.backbone} (trained)"] = {**backbone, "epochs": 0}
+        references[f"{spec.backbone} (fine-tuned)"] = backbone
+    for model in spec.baselines:
+        options = {**spec.fixed, "model": model}
+        if "init" in spec.fixed:
+            if model == spec.backbone:
+                continue
+            del options["init"]
+        references[model] = options
+    return references
+
+
 def run_baselines(spec: StudySpec, study: optuna.Study, console: Console) -> None:
-    """Reference points on the same data and recipe: trained once for every study in the
-    same results root (the cache), and recorded once per study."""
+    """Reference points: trained once for every study in the same results root (the
+    cache), and recorded once per study."""
     done = {b["model"] for b in study.user_attrs.get("baselines", [])}
     points = list(study.user_attrs.get("baselines", []))
-    for model in spec.baselines:
-        if model in done:
+    for name, options in reference_runs(spec).items():
+        if name in done:
             continue
-        reference = RunSpec.from_options("baseline", {**spec.fixed, "model": model})
-        outcome = trained_once(reference, spec.cache, console)
+        outcome = trained_once(RunSpec.from_options("baseline", options), spec.cache, console)
         points.append(
             {
-                "model": model,
+                "model": name,
                 **recorded(outcome.metrics, outcome.run_dir, spec.objectives),
                 "run_dir": str(outcome.run_dir),
             }
@@ -296,10 +351,13 @@ def trial_objective(
         claim(trial)
         fail_orphaned_trials(study)
         technique = trial.suggest_categorical("technique", spec.techniques)
-        options = {**spec.fixed, **trial_options(trial, technique, spec.backbone)}
+        given = spec.given_options()
+        options = {**spec.fixed, **trial_options(trial, technique, spec.backbone, given)}
         try:
             plan = RunSpec.from_options(technique, options)
-            if len(plan.uses) > 1 and plan.trains_like_its_backbone:
+            if len(plan.uses) > 1 and plan.trains_like_its_backbone and "init" in spec.fixed:
+                options.update(epochs=0)  # the trained weights are the backbone: no step more
+            elif len(plan.uses) > 1 and plan.trains_like_its_backbone:
                 preflight(plan)
                 # Post-training techniques only: start from the backbone trained once.
                 backbone = trained_once(plan.backbone(), spec.cache, console)
@@ -408,9 +466,9 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
 
 
 def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]:
-    """Print the Pareto-optimal trials (a column per objective, ordered by the first cost);
-    write the plots, the CSV/JSON export and the printed table with the reference networks
-    below it (``front.csv``)."""
+    """Print the Pareto front over the trials and the reference networks together (a
+    column per objective, ordered by the first cost), then the references off it; write
+    the plots, the CSV/JSON export and the printed table (``front.csv``)."""
     from rich.table import Table
 
     from studies.pareto import export, pareto_front, plot_fronts, trial_rows
@@ -418,37 +476,40 @@ def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]
     objectives = [OBJECTIVES[name] for name in study.user_attrs.get("objectives", [])]
     rows = trial_rows(study)
     done = [row for row in rows if row["state"] == "COMPLETE"]
+    baselines = study.user_attrs.get("baselines", [])
+    references = [
+        {**point, "trial": "reference", "technique": point["model"], "options": {}}
+        for point in baselines
+    ]
+    shown_rows = done + references
     directions = [objective.direction for objective in objectives]
-    front = pareto_front([[row[o.name] for o in objectives] for row in done], directions)
+    front = pareto_front([[row[o.name] for o in objectives] for row in shown_rows], directions)
     failed = sum(row["state"] == "FAIL" for row in rows)
     table = Table(
-        title=f"Pareto-optimal trials of {study.study_name!r} ({len(done)} complete, "
-        f"{failed} failed, {len(rows) - len(done) - failed} refused before training)"
+        title=f"Pareto front of {study.study_name!r}, trials and references together "
+        f"({len(done)} trials complete, {failed} failed, "
+        f"{len(rows) - len(done) - failed} refused before training)"
     )
-    header = ["trial", "technique", "options", *(o.label for o in objectives)]
+    header = ["trial", "technique", "options", *(o.label for o in objectives), "on the front"]
     for column in header:
         table.add_column(column)
     cost = next((o for o in objectives if o.direction == "minimize"), objectives[0])
+    off_front = [i for i in range(len(done), len(shown_rows)) if i not in front]
     shown = []
-    for index in sorted(front, key=lambda i: done[i][cost.name]):
-        row = done[index]
+    for index in [*sorted(front, key=lambda i: shown_rows[i][cost.name]), *off_front]:
+        row = shown_rows[index]
         options = ", ".join(
             f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
             for k, v in row["options"].items()
         )
         cells = [o.cell(row[o.name], row) for o in objectives]
         shown.append([str(row["trial"]), row["technique"], options, *cells])
+        shown[-1].append("yes" if index in front else "")
         table.add_row(*shown[-1])
     console.print(table)
     directory.mkdir(parents=True, exist_ok=True)
     names = [objective.name for objective in objectives]
     written = export(rows, directory, names)
-    baselines = study.user_attrs.get("baselines", [])
-    references = [  # the reference networks, as the table would show them
-        ["reference", point["model"], "", *(o.cell(point[o.name], point) for o in objectives)]
-        for point in baselines
-    ]
     front_csv = directory / "front.csv"
-    table_rows = [dict(zip(header, row, strict=True)) for row in shown + references]
-    write_csv(front_csv, table_rows, header)
+    write_csv(front_csv, [dict(zip(header, row, strict=True)) for row in shown], header)
     return [*written, front_csv, *plot_fronts(rows, baselines, names, directory, study.study_name)]

@@ -9,6 +9,7 @@ import pytest
 from clitools import compress_cli, quick_study
 from rich.console import Console
 
+from compress.errors import UsageError
 from compress.options import Options, option
 from compress.techniques import Technique, register_technique
 from compress.techniques.ghost import GhostConfig
@@ -93,7 +94,7 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert len(rows) == 3 and len(done) >= 2
     front = pareto_front([(r["accuracy"], r["macs"]) for r in done], ["maximize", "minimize"])
-    table = first.stdout.split("Pareto-optimal", 1)[1]
+    table = first.stdout.split("Pareto front of", 1)[1]
     listed = sorted(int(line.split("│")[1]) for line in table.splitlines() if line.startswith("│"))
     assert listed == sorted(done[i]["trial"] for i in front)
     assert (tmp_path / "out/pareto/pareto.png").read_bytes()[:4] == b"\x89PNG"
@@ -104,8 +105,8 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
         in (tmp_path / "out/pareto/trials.csv").read_text()
     )
     header, *printed = (tmp_path / "out/pareto/front.csv").read_text().splitlines()
-    assert header == "trial,technique,options,top-1 (test split),MACs"  # the table, as shown
-    assert sorted(int(line.split(",")[0]) for line in printed) == listed
+    assert header == "trial,technique,options,top-1 (test split),MACs,on the front"
+    assert sorted(int(line.split(",")[0]) for line in printed) == listed  # the table, as shown
 
     more = compress_cli(*args, "--trials", "1", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
@@ -158,10 +159,49 @@ def test_timm_baselines_are_trained_once_and_marked(tmp_path):
     report(study, tmp_path / "pareto", Console(quiet=True))
     for plot in ("pareto.png", "pareto-bops.png"):  # accuracy vs params, and vs BOPs
         assert (tmp_path / "pareto" / plot).read_bytes()[:4] == b"\x89PNG"
-    reference = (tmp_path / "pareto/front.csv").read_text().splitlines()[-1]
+    lines = (tmp_path / "pareto/front.csv").read_text().splitlines()
+    (reference,) = [line for line in lines if line.startswith("reference,")]
     assert reference.startswith("reference,timm:mobilenetv3_small_050,,")
     cells = [OBJECTIVES[name].cell(point[name], point) for name in ("accuracy", "params")]
-    assert reference.endswith(",".join(cells))
+    assert ",".join(cells) in reference
+
+
+def test_a_study_of_a_trained_backbone_fixes_options_and_shows_its_control(tmp_path):
+    """``--init`` for every trial: post-training trials prune the trained weights
+    themselves (no shared backbone trained first), ``--fix`` sets options every trial
+    takes as given, and the backbone as loaded and fine-tuned are reference points."""
+    from compress import run
+
+    trained = run("baseline", tmp_path / "base", model="resnet20", curves=False, **QUICK_FIXED)
+    spec = quick_spec(
+        tmp_path,
+        techniques=["prune"],
+        baselines=[],
+        trials=1,
+        fix=("finetune_epochs=0", "importance=l2"),
+        fixed={**QUICK_FIXED, "init": str(trained.run_dir), "precise_bn": 64},
+    )
+    study = optimize(spec, Console(quiet=True))
+    (trial,) = study.trials
+    assert set(trial.params) == {"technique", "prune.ratio"}  # the fixed ones not searched
+    config = json.loads((Path(trial.user_attrs["metrics"]["run_dir"]) / "config.json").read_text())
+    options = config["techniques"][1]["options"]
+    assert (options["finetune_epochs"], options["importance"]) == (0, "l2")
+    assert config["train"]["init"] == str(trained.run_dir) and config["train"]["epochs"] == 0
+    names = [point["model"] for point in study.user_attrs["baselines"]]
+    assert names == ["resnet20 (trained)", "resnet20 (fine-tuned)"]
+    loaded = study.user_attrs["baselines"][0]
+    assert loaded["accuracy"] == trained.metrics["final_val_acc"]  # as it was, not retrained
+
+
+@pytest.mark.parametrize(
+    ("fix", "message"),
+    [(("ratio",), "give NAME=VALUE"), (("s=2",), "an option of the study's techniques"),
+     (("finetune_epochs=two",), "--finetune-epochs must be int")],
+)  # fmt: skip
+def test_bad_fixed_options_are_refused(tmp_path, fix, message):
+    with pytest.raises(UsageError, match=message):
+        quick_spec(tmp_path, techniques=["prune"], fix=fix)
 
 
 def test_worker_specs_share_the_trials_seeds_and_gpus(tmp_path, monkeypatch):
