@@ -35,7 +35,9 @@ rows=(
   r20-channels50-pruned r20-channels50-tuned r20-channels50-kd
   r56-channels50-w4a4
   ghost-r56-fitted ghost-r56-fitted-kd ghost-r56-scratch ghost-r56-scratch-lr0.1
+  study
 )
+trials=${TRIALS:-24}
 
 completed() {  # whether a run under $1 completed
   grep -qs '"status": "completed"' "$1"/*/metrics.json
@@ -106,6 +108,23 @@ run_row() {
       row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" ;;
     ghost-r56-scratch-lr0.1)  # ... and at the paper's learning rate, kinder to scratch
       row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" --lr 0.1 ;;
+    study)  # the Pareto study: every trial fine-tunes the trained ResNet-20 for one epoch
+      local study=$out/trained-study
+      local done=0
+      if [ -f "$study/pareto-trained/trials.json" ]; then
+        done=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" \
+          "$study/pareto-trained/trials.json")
+      fi
+      if [ "$done" -ge "$trials" ]; then
+        echo "== study: done ($done trials)"
+        return
+      fi
+      echo "== study: $((trials - done)) trials to go"
+      "$compress" study pareto --backbone resnet20 --init "$r20" "${once[@]}" \
+        --techniques ghost,prune,quantize,distill,ghost+prune,ghost+quantize \
+        --fix "finetune_epochs=1,finetune_lr=0.01,mode=qat,teacher=$r56,teacher_model=resnet56" \
+        --objectives accuracy,macs,params --baselines "" --sampler-seed 0 \
+        --trials "$((trials - done))" --study-name pareto-trained --out "$study" ;;
     *) echo "unknown row $1 (rows: ${rows[*]})" >&2; exit 2 ;;
   esac
 }

@@ -400,6 +400,7 @@ class Trainer:
             "train_acc": correct.item() / seen,
             "lr": lr,
             "time_s": elapsed,
+            "images": seen,
             "images_per_s": seen / elapsed,
         }
 

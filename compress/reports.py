@@ -73,9 +73,26 @@ def ort_latency(value: Any, metrics: Mapping[str, Any]) -> str:
     return f"{value:.2f} ms (cpu, {metrics.get('ort_threads', 1)} thr)"
 
 
+def test_images(metrics: Mapping[str, Any]) -> int | None:
+    """How many test images a run's top-1 is measured on, where it recorded them."""
+    answers = metrics.get("test_correct")
+    return answers.get("images") if isinstance(answers, Mapping) else None
+
+
+def top1(value: Any, metrics: Mapping[str, Any]) -> str:
+    """A top-1 with its 95% interval over the test images (Wilson), where they are known."""
+    from compress.significance import interval
+
+    images = test_images(metrics)
+    if not images:
+        return percent(value, metrics)
+    bounds = interval(round(value * images), images)
+    return f"{100 * value:.2f}% [{100 * bounds.low:.2f}, {100 * bounds.high:.2f}]"
+
+
 def best_top1(value: Any, metrics: Mapping[str, Any]) -> str:
     epoch = metrics.get("best_epoch")
-    return f"{100 * value:.2f}% ({'final' if epoch is None else f'epoch {epoch}'})"
+    return f"{top1(value, metrics)} ({'final' if epoch is None else f'epoch {epoch}'})"
 
 
 @dataclass(frozen=True)
@@ -128,7 +145,7 @@ RUN_ROWS = (
     LATENCY,
     NONZERO,
     MetricRow("best_val_acc", "Best top-1", best_top1),
-    MetricRow("final_val_acc", "Final top-1", percent),
+    MetricRow("final_val_acc", "Final top-1 [95% interval]", top1),
     MetricRow("train_time_s", "Train time", seconds),
     MetricRow("post_time_s", "Post-training time", seconds, optional=True),
 )
@@ -206,11 +223,31 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         for label, key in CURVE_ROWS:
             values = [metrics["history"][index].get(key) for metrics in runs]
             cells = [
-                "n/a" if v is None else f"{100 * v:.2f}%" if key.endswith("acc") else f"{v:.4f}"
-                for v in values
+                "n/a"
+                if v is None
+                else top1(v, m)
+                if key == "val_acc"
+                else f"{100 * v:.2f}%"
+                if key.endswith("acc")
+                else f"{v:.4f}"
+                for v, m in zip(values, runs, strict=True)
             ]
             rows.append([f"{which} epoch: {label}", *cells])
+    rows.append(["final top-1 [95% interval]", *(top1(m["final_val_acc"], m) for m in runs)])
+    rows.append([f"vs {names_first(runs)}: paired test", *paired_cells(runs)])
     return rows
+
+
+def names_first(runs: Sequence[Mapping[str, Any]]) -> str:
+    return str(runs[0].get("label", "the first run"))
+
+
+def paired_cells(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each run against the first on the same test images: the change in top-1 and
+    McNemar's exact p; n/a where a run did not record its answers or saw other images."""
+    from compress.significance import paired_change
+
+    return ["-", *(paired_change(runs[0], other) for other in runs[1:])]
 
 
 def compare_table(names: Sequence[str], runs: Sequence[Mapping[str, Any]]) -> Table:

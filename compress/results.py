@@ -26,8 +26,10 @@ from typing import Any
 from compress import runs
 from compress.errors import UsageError
 from compress.plots import plot_compare
-from compress.reports import MetricRow, percent
+from compress.reports import MetricRow, percent, shown, top1
 from compress.reproduce import markdown_table
+from compress.significance import paired_change
+from compress.spec import RunSpec, baseline_record
 from compress.techniques import get_technique
 
 # Keys of a run's config.json that say how it ran, in the order a reader wants them.
@@ -51,15 +53,41 @@ def _epochs(value: Any, metrics: Mapping[str, Any]) -> str:
     return str(len(metrics.get("history", [])))
 
 
+def images_seen(metrics: Mapping[str, Any]) -> int:
+    """Training images the run's steps saw, over every phase (training, fine-tuning, QAT)."""
+    return sum(
+        record.get("images") or round(record["images_per_s"] * record["time_s"])
+        for record in metrics.get("history", [])
+    )
+
+
+def _images(value: Any, metrics: Mapping[str, Any]) -> str:
+    return f"{images_seen(metrics):,}"
+
+
+def _bits(value: Any, _metrics: Mapping[str, Any]) -> str:
+    return f"{value / 8 / 1024:,.1f} KiB"
+
+
+def _ort_batch1(value: Any, _metrics: Mapping[str, Any]) -> str:
+    ms = value.get("onnx", {}).get("ort_latency_ms", {}).get("1")
+    threads = value.get("onnx", {}).get("threads")
+    return "n/a" if ms is None else f"{ms:.2f} ms ({threads} thr)"
+
+
 COLUMNS = (
     MetricRow("params", "params", _millions),
     MetricRow("macs", "MACs", _millions),
     MetricRow("bops", "BOPs", _millions),
-    MetricRow("final_val_acc", "top-1 (final)", percent),
+    MetricRow("weight_size_bits", "quantized weights", _bits, optional=True),
+    MetricRow("exports", "ONNX Runtime, batch 1", _ort_batch1, optional=True),
+    MetricRow("final_val_acc", "top-1 (final) [95% interval]", top1),
     MetricRow("best_val_acc", "top-1 (best epoch)", percent),
     MetricRow("history", "epochs", _epochs),
+    MetricRow("history", "images trained on", _images),
     MetricRow("train_time_s", "train time", _minutes),
 )
+CHANGE = "change from the trained network (McNemar p)"
 
 
 @dataclass
@@ -79,6 +107,16 @@ class FinishedRun:
             )
             parts.append(f"{use['name']}({shown})" if shown else use["name"])
         return " + ".join(parts)
+
+    def name(self, source: Path) -> str:
+        """How the page names the run: the folder it was made in under ``source`` (a
+        campaign's row), else its label."""
+        folder = self.run_dir.parent
+        return (
+            folder.name
+            if folder != source and folder.is_relative_to(source)
+            else (self.metrics["label"])
+        )
 
     @property
     def command(self) -> str:
@@ -114,6 +152,25 @@ def finished_runs(source: Path) -> list[FinishedRun]:
     if not found:
         raise UsageError(f"{source} holds no completed run")
     return sorted(found, key=lambda run: run.config.get("created", ""))
+
+
+def trained_reference(run: FinishedRun, found: Sequence[FinishedRun]) -> FinishedRun | None:
+    """The run in ``found`` that is ``run``'s network as trained elsewhere and loaded
+    (``--init``, no epoch): a baseline of the model ``run`` compresses."""
+    try:
+        builder = RunSpec.from_record(run.config).uses[0]
+    except UsageError:
+        return None
+    model = builder.technique.reference_model(builder.options)
+    for candidate in found:
+        train = candidate.config.get("train", {})
+        if (
+            candidate.config.get("techniques") == baseline_record(model)
+            and train.get("init")
+            and train.get("epochs") == 0
+        ):
+            return candidate
+    return None
 
 
 def section_name(source: Path) -> str:
@@ -172,16 +229,23 @@ def write_section(
     into ``directory`` at once, everything else is returned to be written together."""
     found = finished_runs(source)
     name = section_name(source)
-    header = ["run", "techniques", *(c.label for c in COLUMNS)]
+    columns = shown(COLUMNS, [run.metrics for run in found])
+    header = ["run", "techniques", *(c.label for c in columns)]
     rows = [
-        [run.metrics["label"], run.options, *(c.cell(run.metrics) for c in COLUMNS)]
-        for run in found
+        [run.name(source), run.options, *(c.cell(run.metrics) for c in columns)] for run in found
     ]
-    commands = [f"- `{run.metrics['label']}`: `{run.command}`" for run in found]
+    references = [trained_reference(run, found) for run in found]
+    if any(references):
+        header.append(CHANGE)
+        for row, run, reference in zip(rows, found, references, strict=True):
+            row.append(
+                "-" if reference in (None, run) else paired_change(reference.metrics, run.metrics)
+            )
+    commands = [f"- `{run.name(source)}`: `{run.command}`" for run in found]
     total = sum(run.metrics.get("train_time_s") or 0 for run in found)
     total += sum(run.metrics.get("post_time_s") or 0 for run in found)
     figure = directory / f"{name}.png"
-    with_epochs = [(run.metrics["label"], run.metrics["history"]) for run in found]
+    with_epochs = [(run.name(source), run.metrics["history"]) for run in found]
     plot_compare([entry for entry in with_epochs if entry[1]], figure)
     files: list[tuple[Path, str | bytes]] = [
         (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary()))

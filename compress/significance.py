@@ -101,3 +101,19 @@ def mcnemar(first: np.ndarray, second: np.ndarray) -> PairedTest:
     disagreements = only_first + only_second
     p_value = binomtest(only_first, disagreements).pvalue if disagreements else 1.0
     return PairedTest(only_first, only_second, float(p_value))
+
+
+def paired_change(reference: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """``other``'s top-1 against ``reference``'s (two runs' metrics) on the same test
+    images: ``+1.20 points (p = 0.003)``, or n/a where either did not record its answers
+    or they saw different images."""
+    if reference.get("dataset") != other.get("dataset"):
+        return "n/a"
+    try:
+        mine = decode_answers(reference["test_correct"])
+        theirs = decode_answers(other["test_correct"])
+        test = mcnemar(theirs, mine)
+    except (KeyError, ValueError):
+        return "n/a"
+    change = 100 * (theirs.mean() - mine.mean())
+    return f"{change:+.2f} points (p = {test.p_value:.2g})"

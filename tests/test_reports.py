@@ -11,6 +11,7 @@ from compress import runs
 from compress.reproduce import BUNDLED, SEED_CAVEATS, read_published, write_seed_report
 from compress.results import section_name
 from compress.runner import RunOutcome, run
+from compress.significance import decode_answers, interval, mcnemar
 
 QUICK = {"dataset": "synthetic", "train_size": 128, "epochs": 2, "batch_size": 64, "input_size": 16}
 
@@ -38,9 +39,13 @@ def test_compare_puts_the_seed_columns_of_each_run_side_by_side(two_runs, tmp_pa
         assert row(f"{which} epoch: train loss") == [
             f"{m['history'][index]['train_loss']:.4f}" for m in metrics
         ]
-        assert row(f"{which} epoch: val acc") == [
-            f"{100 * m['history'][index]['val_acc']:.2f}%" for m in metrics
-        ]
+        cells = row(f"{which} epoch: val acc")  # with its interval, which may wrap
+        for cell, m in zip(cells, metrics, strict=True):
+            assert cell.startswith(f"{100 * m['history'][index]['val_acc']:.2f}% [")
+    first, second = (decode_answers(m["test_correct"]) for m in metrics)
+    change = 100 * (second.mean() - first.mean())
+    assert row("vs resnet20: paired test")[0] == "-"
+    assert row("vs resnet20: paired test")[1].startswith(f"{change:+.2f} points")
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -161,3 +166,33 @@ def test_report_refuses_a_source_without_runs_and_writes_nothing(two_runs, tmp_p
     result = compress_cli("report", "page", str(two_runs[0].parent), "empty", cwd=tmp_path)
     assert result.returncode == 2 and "empty holds no completed run" in result.stderr
     assert not (tmp_path / "page").exists() and not (tmp_path / "page.md").exists()
+
+
+def test_a_section_of_trained_networks_reads_each_row_against_the_network_as_loaded(
+    two_runs, tmp_path
+):
+    """Rows in folders of their own (a campaign's), the trained network loaded as it is
+    (``--init``, no epoch) among them: each other row shows its change from it with
+    McNemar's p on the same test images, and the images its training saw."""
+    source = tmp_path / "trained"
+    trained = str(two_runs[0])
+    quick = {**QUICK, "test_size": 128, "curves": False}
+    loaded = run(
+        "baseline", source / "loaded", model="resnet20", init=trained, **{**quick, "epochs": 0}
+    )
+    tuned = run(
+        "baseline", source / "tuned", model="resnet20", init=trained, **{**quick, "epochs": 1}
+    )
+    compress_cli("report", "page", str(source), cwd=tmp_path)
+    lines = (tmp_path / "page.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| run |"))
+    assert header.endswith("| change from the trained network (McNemar p) |")
+    rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+    assert rows["loaded"].endswith("| 0 | 0.0 min | - |")
+    first, second = (decode_answers(r.metrics["test_correct"]) for r in (loaded, tuned))
+    test = mcnemar(second, first)
+    change = 100 * (second.mean() - first.mean())
+    assert rows["tuned"].endswith(f"| {change:+.2f} points (p = {test.p_value:.2g}) |")
+    assert "| 128 |" in rows["tuned"]  # two batches of 64: the images one epoch saw
+    top = interval(round(loaded.metrics["final_val_acc"] * 128), 128)
+    assert f"| {top.text()} |" in rows["loaded"]
