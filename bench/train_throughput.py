@@ -1,13 +1,19 @@
-"""Training images/s of compress's engine against a naive loop, same machine, same run.
+"""Training images/s of compress's engine against a naive loop, same machine, same run,
+and both against the machine's own peak: the FLOP/s of a large fp32 matrix product,
+measured in the same run.
 
 Naive: torchvision ``DataLoader`` over PIL images with PIL transforms (random crop with
-4px padding, flip, [resize], to-tensor, normalise) feeding eager fp32 timm
-``ghostnet_100``. Engine: the whole split as uint8 on the device, batched augmentation
-there, training this repo's GhostNet (the same network) with the engine's defaults, or
-with each variant given: ``+``-joined switches among eager (no CUDA graph), graph, amp,
-cl (channels-last) and compile, e.g. ``--variants default,eager,graph+amp+cl``.
+4px padding, flip, [resize], to-tensor, normalise) feeding the eager fp32 network (timm's
+``ghostnet_100`` for GhostNet, this repo's module for the CIFAR ResNets). Engine: the
+whole split as uint8 on the device, batched augmentation there, training this repo's
+network (the same one) with the engine's defaults, or with each variant given:
+``+``-joined switches among eager (no CUDA graph), graph, amp, cl (channels-last) and
+compile, e.g. ``--variants default,eager,graph+amp+cl``. A training step is counted as
+three forward passes of FLOPs (2 x MACs each: forward, and the two products of the
+backward), the usual estimate.
 
     python bench/train_throughput.py --size 32 --steps 20
+    python bench/train_throughput.py --model resnet56 --steps 20
     python bench/train_throughput.py --size 224 --steps 20 --device cuda --variants default,eager
 """
 
@@ -69,7 +75,10 @@ def naive(data: Dataset, args: argparse.Namespace, device: torch.device) -> floa
         pin_memory=device.type == "cuda",
         persistent_workers=args.workers > 0,
     )
-    model = timm.create_model("ghostnet_100", num_classes=10).to(device)
+    if args.model == "ghostnet":
+        model = timm.create_model("ghostnet_100", num_classes=10).to(device)
+    else:
+        model = create_model(args.model, num_classes=10).to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
@@ -118,7 +127,7 @@ def engine(data: Dataset, args: argparse.Namespace, device: torch.device, varian
         **variant_options(variant),
     )
     torch.manual_seed(0)
-    model = create_model("ghostnet", num_classes=10)
+    model = create_model(args.model, num_classes=10)
     trainer = Trainer(model, data, config, torch.Generator().manual_seed(0))
     progress = Progress(disable=True)
     task = progress.add_task("", total=1)
@@ -126,8 +135,31 @@ def engine(data: Dataset, args: argparse.Namespace, device: torch.device, varian
     return trainer.train_epoch(progress, task)["images_per_s"]
 
 
+def peak_gflops(device: torch.device, side: int = 2048, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of ``side`` x ``side`` matrix products: about the most this device's
+    BLAS gets from its cores, the ceiling any training step sits under."""
+    a, b = torch.randn(side, side, device=device), torch.randn(side, side, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * side**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def training_gflop(model: str, size: int) -> float:
+    """GFLOP of one training image: three forward passes of 2 x MACs."""
+    from compress.measure import count_macs
+
+    network = create_model(model, num_classes=10).eval()
+    return 3 * 2 * count_macs(network, torch.zeros(1, 3, size, size)) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ghostnet", choices=("ghostnet", "resnet20", "resnet56"))
     parser.add_argument("--size", type=int, default=32, help="input size (32 or 224)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -151,18 +183,30 @@ def main() -> None:
     data = dataclasses.replace(source, train_x=source.train_x[:need], train_y=source.train_y[:need])
     if len(data.train_x) < need:
         raise SystemExit(f"need {need} images, have {len(data.train_x)}: fewer --steps")
+    peak = peak_gflops(device)
+    per_image = training_gflop(args.model, args.size)
     naive_rate = naive(data, args, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     table = Table(
-        title=f"GhostNet training throughput on {name}, {args.size}px, batch {args.batch_size}, "
-        f"naive loop {naive_rate:.0f} img/s"
+        title=f"{args.model} training throughput on {name} ({torch.get_num_threads()} threads), "
+        f"{args.size}px, batch {args.batch_size}; peak fp32 matrix product {peak:.1f} GFLOP/s"
     )
-    for column in ("engine variant", "img/s", "ratio"):
+    for column in ("loop", "img/s", "vs naive", "GFLOP/s", "share of peak"):
         table.add_column(column, justify="right")
+
+    def add(loop: str, rate: float) -> None:
+        achieved = rate * per_image
+        cells = (f"{rate:.0f}", f"{rate / naive_rate:.2f}x", f"{achieved:.1f}")
+        table.add_row(loop, *cells, f"{100 * achieved / peak:.1f}%")
+        print(
+            f"{loop}: {rate:.1f} img/s, ratio {rate / naive_rate:.3f}, "
+            f"{100 * achieved / peak:.1f}% of peak",
+            flush=True,
+        )
+
+    add("naive", naive_rate)
     for variant in variants:
-        rate = engine(data, args, device, variant)
-        table.add_row(variant, f"{rate:.0f}", f"{rate / naive_rate:.2f}x")
-        print(f"{variant}: ratio {rate / naive_rate:.3f}", flush=True)
+        add(f"engine {variant}", engine(data, args, device, variant))
     Console().print(table)
 
 
