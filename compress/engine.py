@@ -63,7 +63,7 @@ class TrainConfig(Options):
         "(0: off)",
         low=0,
     )
-    seed: int = option(0, "seed of weights, data order and augmentation", low=0)
+    seed: int = option(0, "seed of weights, data order and augmentation", low=0, high=2**63 - 1)
     init: str | None = option(
         None,
         "start from trained weights: a run directory of the same network, a checkpoint "
@@ -93,6 +93,11 @@ class TrainConfig(Options):
             raise UsageError("--epochs 0 trains nothing: give --init with trained weights")
         if self.warmup_epochs > self.epochs:
             raise UsageError("--warmup-epochs cannot exceed --epochs")
+        if self.schedule == "onecycle" and self.epochs and self.warmup_epochs >= self.epochs:
+            raise UsageError(
+                "--schedule onecycle warms up and then anneals: --warmup-epochs must be "
+                "shorter than --epochs"
+            )
         try:
             fractions = self.milestone_fractions()
         except ValueError:
@@ -169,7 +174,7 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule, stepped once per batch, after a linear warm-up when asked."""
     sched = torch.optim.lr_scheduler
-    total = config.epochs * steps_per_epoch
+    total = max(1, config.epochs * steps_per_epoch)  # a run of no epochs still evaluates
     warmup = round(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "onecycle":
         return sched.OneCycleLR(

@@ -181,6 +181,19 @@ def check_root(root: Path) -> None:
             return
 
 
+RECORDS = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK, "error.log")
+
+
+def check_output(path: Path, what: str) -> None:
+    """A file a command is about to write: never over a run's own record, never where a
+    directory is, and under directories that are, or can be, directories."""
+    if path.name in RECORDS and (path.parent / CONFIG).is_file():
+        raise UsageError(f"{what} {path} is a record of the run in {path.parent}: write elsewhere")
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory: name a file")
+    check_root(path.parent)
+
+
 def new_run_dir(root: Path, name: str) -> Path:
     """A fresh directory ``root/name-YYYYmmdd-HHMMSS[-k]``."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

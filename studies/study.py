@@ -227,8 +227,16 @@ def open_study(spec: StudySpec) -> optuna.Study:
             f"cannot open study storage {masked(spec.storage_url)}: {reason}"
         ) from None
     study.sampler = _sampler(spec, sampler_seed(spec, len(study.trials)))
-    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
-        raise UsageError(f"study {spec.study_name!r} exists with other objectives")
+    stored = study.user_attrs.get("objectives")
+    same_directions = study.directions == [
+        optuna.study.StudyDirection[d.upper()] for d in spec.directions
+    ]
+    if not same_directions or (stored is not None and list(stored) != list(spec.objectives)):
+        theirs = ",".join(stored) if stored else f"{len(study.directions)} other objectives"
+        raise UsageError(
+            f"study {spec.study_name!r} optimises {theirs}: continue it with those "
+            f"--objectives, or give a new --study-name"
+        )
     study.set_user_attr("objectives", spec.objectives)
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

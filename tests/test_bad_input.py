@@ -261,3 +261,60 @@ def test_every_json_written_is_strict(workdir, capsys):
         json.loads((run_dir / name).read_text(), parse_constant=reject)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "loss became" in metrics["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--schedule", "onecycle", "--warmup-epochs", "1"], "--warmup-epochs must be shorter"),
+        (["--seed", "18446744073709551616"], "--seed must be <= 9223372036854775807"),
+    ],
+)
+def test_what_failed_after_training_is_refused_before(capsys, workdir, args, message):
+    """The audit's cases: a ZeroDivisionError once training ended, a ValueError traceback."""
+    refused(capsys, "run", "baseline", *TINY, *args, "--out", "out", message=message)
+    assert not (workdir / "out").exists()
+
+
+def test_version(capsys):
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith("compress ")
+
+
+def test_post_training_quantization_defaults_to_the_bits_it_supports():
+    from compress.spec import RunSpec
+
+    spec = RunSpec.from_options("quantize", {"mode": "ptq"})
+    assert (spec.uses[1].options.weight_bits, spec.uses[1].options.act_bits) == (8, 8)
+    assert RunSpec.from_options("quantize", {}).uses[1].options.weight_bits == 4
+
+
+@pytest.mark.parametrize("record", ["metrics.json", "config.json", "model.safetensors"])
+def test_no_command_writes_over_a_runs_record(capsys, workdir, finished_run, record):
+    run_dir = copy_of(finished_run, workdir)
+    before = (run_dir / record).read_bytes()
+    target = run_dir / record
+    refused(capsys, "export", run_dir, "--out", target, message="is a record of the run")
+    refused(capsys, "compare", run_dir, "--png", target, message="is a record of the run")
+    assert (run_dir / record).read_bytes() == before
+
+
+def test_report_keeps_an_existing_page_unless_forced(capsys, workdir, finished_run):
+    copy_of(finished_run, workdir / "runs")
+    (workdir / "page.md").write_text("the committed page")
+    refused(capsys, "report", "page", "runs", message="page.md exists")
+    assert (workdir / "page.md").read_text() == "the committed page"
+    assert cli(capsys, "report", "page", "runs", "--force")[0] == 0
+    assert (workdir / "page.md").read_text().startswith("# Results")
+    refused(capsys, "report", "", "runs", message="the page needs a name")
+
+
+def test_a_study_continued_with_other_objectives_is_refused(capsys, workdir):
+    from clitools import quick_study
+
+    args = [*quick_study("ghost"), "--epochs", "1", "--trials", "1"]
+    assert cli(capsys, *args, "--objectives", "accuracy,macs")[0] == 0
+    refused(
+        capsys, *args, "--objectives", "accuracy,params",
+        message="optimises accuracy,macs: continue it with those --objectives",
+    )  # fmt: skip

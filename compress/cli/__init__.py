@@ -34,10 +34,20 @@ def build_parser() -> OneLineParser:
         prog="compress",
         description="Compare CNN compression techniques by accuracy per FLOP, param and ms.",
     )
+    parser.add_argument("--version", action="version", version=f"compress {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_to(commands)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("compress-cnn")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

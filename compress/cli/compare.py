@@ -47,7 +47,7 @@ def execute(args: argparse.Namespace) -> None:
     options: CompareOptions = options_of(CompareOptions, args)
     compared = read_runs(options.runs)
     png = Path(options.png)
-    runs.check_root(png.parent)
+    runs.check_output(png, "--png")
     names = [Path(directory).name for directory in options.runs]
     if options.onnx:
         loaded = [load_run(directory) for directory in options.runs]

@@ -34,6 +34,8 @@ def execute(args: argparse.Namespace) -> int:
     options: ExportOptions = options_of(ExportOptions, args)
     run_dir = Path(options.run_dir)
     out = Path(options.out) if options.out else None
+    if out is not None:
+        runs.check_output(out, "--out")
     result = export_run(run_dir, out, options.threads, options.batch, options.repeats)
     table = Table(title=f"{result['label']} as ONNX (ONNX Runtime, CPU, {options.threads} thr)")
     table.add_column("")

@@ -6,7 +6,9 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress import runs
 from compress.cli.common import add_options, command, options_of
+from compress.errors import UsageError
 from compress.options import Options, option
 from compress.reports import console
 from compress.results import build_page
@@ -24,10 +26,20 @@ class ReportOptions(Options):
     )
     hardware: str = option("not stated", "the machine the runs ran on, as the page says it")
     intro: str | None = option(None, "markdown put above the sections (the findings)")
+    force: bool = option(False, "replace a page that exists (PAGE.md and PAGE/)")
 
 
 def execute(args: argparse.Namespace) -> None:
     options: ReportOptions = options_of(ReportOptions, args)
+    page = Path(options.page)
+    if not page.name or page.name in (".", ".."):
+        raise UsageError(f"the page needs a name, e.g. docs/results, got {options.page!r}")
+    if page.with_suffix(".md").exists() and not options.force:
+        raise UsageError(
+            f"{page.with_suffix('.md')} exists: rebuilding replaces it (its sections come "
+            "only from the sources given now); add --force to do so"
+        )
+    runs.check_output(page.with_suffix(".md"), "the page")
     page = build_page(
         Path(options.page),
         [Path(source) for source in options.sources],

@@ -57,8 +57,11 @@ class QuantizeConfig(Options):
         choices=MODES,
         search=("choice", "qat", "finetune"),
     )
-    weight_bits: int = option(
-        4, "weight bits (1 binary, 2 ternary)", choices=BITS, search=("choice", *BITS)
+    weight_bits: int | None = option(
+        None,
+        "weight bits (1 binary, 2 ternary; none: 4, or 8 with --mode ptq)",
+        choices=BITS,
+        search=("choice", *BITS),
     )
     act_bits: int = option(
         8, "activation bits (inputs of every conv/linear)", choices=BITS, search=("choice", *BITS)
@@ -74,6 +77,8 @@ class QuantizeConfig(Options):
     )
 
     def check(self) -> None:
+        if self.weight_bits is None:  # what the mode supports; the record keeps the number
+            self.weight_bits = 8 if self.mode == "ptq" else 4
         if self.mode == "ptq" and (self.weight_bits, self.act_bits) != (8, 8):
             raise UsageError(
                 "--mode ptq quantizes to 8 bits (give --weight-bits 8 --act-bits 8); "
