@@ -218,6 +218,8 @@ def resume(run_dir: Path, console: Console) -> RunOutcome:
         state = _checked_state(checkpoint, spec, run_dir)
         try:
             prepared.model.load_state_dict(checkpoint["model"])
+            for name, saved in checkpoint.get("technique_state", {}).items():
+                prepared.techniques[name].restore_training_state(prepared.model, saved)
         except (KeyError, TypeError, RuntimeError) as error:
             reason = first_line(error)
             raise UsageError(f"checkpoint in {run_dir} does not fit its run: {reason}") from None
@@ -244,7 +246,8 @@ def _checked_state(checkpoint: dict[str, Any], spec: RunSpec, run_dir: Path) -> 
             f"{len(history) if isinstance(history, list) else 'no'} epoch records"
         )
     try:
-        return TrainState(**{k: v for k, v in checkpoint.items() if k != "model"})
+        kept = {k: v for k, v in checkpoint.items() if k not in ("model", "technique_state")}
+        return TrainState(**kept)
     except TypeError as error:
         raise UsageError(f"checkpoint in {run_dir} is corrupted: {error}") from None
 
@@ -286,6 +289,10 @@ def _execute(
             "scheduler": current.scheduler,
             "rng_cpu": current.rng_cpu,
             "rng_data": current.rng_data,
+            "technique_state": {
+                name: technique.training_state(trained)
+                for name, technique in prepared.techniques.items()
+            },
         }
         runs.save_checkpoint(run_dir / runs.CHECKPOINT, payload)
         write_metrics("running")

@@ -221,6 +221,15 @@ class Technique:
         without training. Pruned widths come from the saved weights."""
         return model
 
+    def training_state(self, model: nn.Module) -> dict[str, Any]:
+        """What this technique keeps in ``model`` outside its ``state_dict`` that training
+        needs to continue exactly (e.g. quantizers still collecting statistics); saved
+        with each checkpoint (tensors, numbers, dicts: loaded with ``weights_only``)."""
+        return {}
+
+    def restore_training_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """``--resume``: put back what ``training_state`` saved, after the weights load."""
+
     def check_model(self, model: nn.Module, config: Any, context: RunContext) -> None:
         """Refuse, with a UsageError, a network this technique cannot act on; runs on the
         freshly built network, before the run directory exists or training starts."""

@@ -344,6 +344,28 @@ class Quantize(Technique):
     def auxiliary_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return quantizer_parameters(model)
 
+    def training_state(self, model: nn.Module) -> dict[str, Any]:
+        """Scales still being set from statistics: brevitas counts the steps that have
+        collected them outside the state dict, and a loaded scale ends the collection, so
+        a resumed run would fix its scales at once where the first run went on."""
+        return {
+            name: {
+                "counter": m.counter,
+                "buffer": m.buffer.clone(),
+                "value": m.value.detach().clone(),
+            }
+            for name, m in _collecting_scales(model)
+        }
+
+    def restore_training_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        scales = dict(_collecting_scales(model))
+        with torch.no_grad():
+            for name, saved in state.items():
+                scale = scales[name]
+                scale.counter = saved["counter"]
+                scale.buffer.copy_(saved["buffer"])
+                scale.value.copy_(saved["value"])
+
     def onnx_exporter(self, config: QuantizeConfig) -> Callable[..., None]:
         if min(config.weight_bits, config.act_bits) < 2:
             raise UsageError(
@@ -367,6 +389,15 @@ class Quantize(Technique):
                 name: bits.to_record() for name, bits in quantized_layers(model).items()
             },
         }
+
+
+def _collecting_scales(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """brevitas scales initialised from statistics over the first training steps."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if hasattr(m, "collect_stats_steps") and hasattr(m, "counter") and hasattr(m, "buffer")
+    ]
 
 
 def export_qcdq(model: nn.Module, example: torch.Tensor, path: Path, **options: Any) -> None:
