@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.options import Options, option
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
@@ -169,6 +169,10 @@ def read_shard(file: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UsageError(f"shard {file} has no array {error} (it needs x and y)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UsageError(f"cannot read shard {file}: {error or type(error).__name__}") from None
+    except MemoryError:  # a header that claims more images than memory holds
+        raise UsageError(
+            f"cannot read shard {file}: it claims more data than memory holds"
+        ) from None
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3:
         raise UsageError(
             f"shard {file}: x must be uint8 images (N, H, W, 3), got {x.dtype} {x.shape}"
@@ -223,8 +227,9 @@ def _load_torchvision_cifar(name: str, root: Path, download: bool) -> tuple[torc
                     *_from_hwc(arrays["train_x"], arrays["train_y"]),
                     *_from_hwc(arrays["test_x"], arrays["test_y"]),
                 )
-        except (OSError, KeyError, ValueError) as error:
-            raise UsageError(f"corrupted data cache {cache} ({error}); delete it") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
+            reason = first_line(error)
+            raise UsageError(f"corrupted data cache {cache} ({reason}); delete it") from None
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100

@@ -171,6 +171,11 @@ def start(
         )
     prepared = build(spec, data, console, cache or out_root / CACHE)
     check_step(spec.train, prepared.context.graph_obstacles)
+    norms = (torch.nn.modules.batchnorm._BatchNorm,)
+    if spec.train.batch_size < 2 and any(isinstance(m, norms) for m in prepared.model.modules()):
+        raise UsageError(
+            "--batch-size 1: BatchNorm needs at least 2 images per batch to normalise in training"
+        )
     if run_dir is None:
         run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
     else:
@@ -471,6 +476,8 @@ def find_reference(spec: RunSpec, out_root: Path) -> RunOutcome | None:
             metrics = runs.read_json(run_dir / runs.METRICS)
         except UsageError:
             continue
+        if not isinstance(config, dict) or not isinstance(metrics, dict):
+            continue  # not a run's records
         if config.get("techniques", []) != baseline_record(reference):
             continue
         same_data = all(config["data"].get(k) == getattr(spec.data, k) for k in MATCH_DATA)

@@ -175,8 +175,12 @@ def versions() -> dict[str, str]:
 def check_root(root: Path) -> None:
     """A results root must be a directory, or creatable as one."""
     for path in (root, *root.parents):
-        if path.exists():
-            if not path.is_dir():
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as error:  # e.g. a name longer than the file system allows
+            raise UsageError(f"cannot write results under {root}: {error.strerror}") from None
+        if exists:
+            if not is_dir:
                 raise UsageError(f"cannot write results under {root}: {path} is a file")
             return
 

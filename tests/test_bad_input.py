@@ -318,3 +318,42 @@ def test_a_study_continued_with_other_objectives_is_refused(capsys, workdir):
         capsys, *args, "--objectives", "accuracy,params",
         message="optimises accuracy,macs: continue it with those --objectives",
     )  # fmt: skip
+
+
+def test_batchnorm_with_batches_of_one_is_refused_before_training(capsys, workdir):
+    args = ["--dataset", "synthetic", "--train-size", "8", "--epochs", "1", "--batch-size", "1"]
+    refused(capsys, "run", "baseline", "--model", "vgg16", *args, "--out", "out",
+            message="BatchNorm needs at least 2 images")  # fmt: skip
+    assert not (workdir / "out").exists()
+
+
+def test_a_teacher_of_other_classes_and_an_unknown_teacher_leave_nothing(
+    capsys, workdir, finished_run
+):
+    digits = ["--train-size", "64", "--epochs", "1", "--batch-size", "32", "--input-size", "16"]
+    refused(capsys, "run", "distill", "--teacher", finished_run, *digits, "--out", "out",
+            message="answers 4 classes, the data has 10")  # fmt: skip
+    refused(capsys, "run", "distill", "--teacher", "notamodel", *digits, "--out", "out",
+            message="unknown model 'notamodel'")  # fmt: skip
+    assert not (workdir / "out").exists()  # no run, and no lock left in out/cache
+
+
+def test_a_shard_claiming_more_images_than_memory_holds(capsys, workdir):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10**11, 32, 32, 3)}
+    )
+    (workdir / "data").mkdir()
+    for split in ("train", "test"):
+        with zipfile.ZipFile(workdir / "data" / f"{split}.npz", "w") as archive:
+            archive.writestr("x.npy", header.getvalue())
+            archive.writestr("y.npy", header.getvalue())
+    refused(capsys, "run", "baseline", "--dataset", "cifar10", "--data-dir", "data", "--out",
+            "out", message="cannot read shard")  # fmt: skip
+
+
+def test_a_results_root_whose_name_is_too_long(capsys, workdir):
+    refused(capsys, "run", "baseline", *TINY, "--out", "x" * 300, message="File name too long")

@@ -33,7 +33,7 @@ from compress.errors import UsageError
 from compress.loading import load
 from compress.measure import forward_with_hooks
 from compress.options import Options, option
-from compress.registry import create_model
+from compress.registry import create_model, get_entry
 from compress.techniques.base import RunContext, Technique, TrainingTerm, register_technique
 
 KINDS = ("output", "feature", "attention")
@@ -195,6 +195,7 @@ def load_teacher(config: DistillConfig, context: RunContext) -> nn.Module:
         return load(path)
     if "/" in config.teacher or config.teacher.startswith("."):
         raise UsageError(f"teacher run directory {config.teacher} does not exist")
+    get_entry(config.teacher)  # an unknown name stops here, before a cache entry is made
     recipe = dataclasses.replace(
         context.train, epochs=config.teacher_epochs or context.train.epochs, init=None
     )
@@ -285,6 +286,13 @@ class Distill(Technique):
         teacher = load_teacher(config, context)
         device = next(model.parameters()).device
         teacher.to(device).eval().requires_grad_(False)
+        with torch.no_grad():
+            classes = teacher(context.example(device)).shape[-1]
+        if classes != context.data.num_classes:
+            raise UsageError(
+                f"the teacher {config.teacher} answers {classes} classes, the data has "
+                f"{context.data.num_classes}: distil from a teacher of the same data"
+            )
         if config.kind == "output":
             return OutputDistillation(teacher, config)
         example = context.example(device)
