@@ -474,6 +474,7 @@ def train(
     loss_term: LossTerm | None = None,
     phase: str = "train",
     graph_obstacles: Sequence[str] = (),
+    label: str = "",
 ) -> TrainState:
     """Train ``model`` in place for ``config.epochs``, continuing from ``state`` if given.
 
@@ -481,8 +482,8 @@ def train(
     ``loss_term`` replaces the cross-entropy by a training-time loss (e.g. distillation).
     Each epoch's record is tagged with ``phase`` ("train", or e.g. "finetune" after
     pruning). ``graph_obstacles``: why the run's techniques keep the step out of a CUDA
-    graph. Ctrl-C raises ``TrainingInterrupted``; a NaN/inf loss raises
-    ``TrainingDiverged``.
+    graph. ``label`` names the run on each epoch's line. Ctrl-C raises
+    ``TrainingInterrupted``; a NaN/inf loss raises ``TrainingDiverged``.
     """
     state = state or TrainState()
     console = console or Console(stderr=True, markup=False)
@@ -507,7 +508,8 @@ def train(
     try:
         with progress:
             for epoch in range(state.epoch, config.epochs):
-                name = f"epoch {epoch + 1}/{config.epochs}"
+                stage = "" if phase == "train" else f"{phase} "
+                name = f"{label + ' ' if label else ''}{stage}epoch {epoch + 1}/{config.epochs}"
                 task = progress.add_task(name, total=len(trainer.train_loader), stats="")
                 record = {"epoch": epoch + 1, "phase": phase, **trainer.train_epoch(progress, task)}
                 record["val_loss"], record["val_acc"] = trainer.evaluate()

@@ -137,6 +137,7 @@ def build(spec: RunSpec, data: Dataset, console: Console, cache: Path | None = N
         console,
         graph_obstacles=[reason for reason in obstacles if reason],
         trained_alone=trained_alone,
+        label=spec.label,
     )
     techniques = {use.name: use.technique for use in spec.uses}
     model, init_from = checked_network(spec, context)
@@ -304,12 +305,13 @@ def _execute(
 
     try:
         return _finish(spec, prepared, run_dir, state, write_metrics, checkpoint, curves)
-    except TrainingInterrupted as stop:
+    except TrainingInterrupted:
+        stop = TrainingInterrupted(state.epoch)  # the run's epochs, whichever phase stopped
         stop.run_dir = run_dir
         _record_end(write_metrics, "interrupted")
         if state.history and curves:
             plot_curves(state.history, run_dir, spec.label)
-        raise
+        raise stop from None
     except KeyboardInterrupt:  # after training: profiling, saving
         _record_end(write_metrics, "interrupted")
         stop = TrainingInterrupted(state.epoch)
@@ -357,6 +359,7 @@ def _finish(
         console,
         prepared.loss_term if prepared.terms else None,
         graph_obstacles=context.graph_obstacles,
+        label=spec.label,
     )
     context.history = state.history  # post-training epochs (fine-tuning) continue it
     post_start = time.perf_counter()

@@ -185,6 +185,24 @@ def check_root(root: Path) -> None:
             return
 
 
+@contextlib.contextmanager
+def log_warnings(path: Path) -> Iterator[None]:
+    """Python warnings (a library's notes on itself) appended to ``path`` instead of
+    printed between a command's own lines."""
+    import warnings
+
+    def write(message, category, filename, lineno, file=None, line=None) -> None:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as log:
+                log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = write
+        yield
+
+
 RECORDS = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK, "error.log")
 
 

@@ -285,19 +285,69 @@ def run_baselines(spec: StudySpec, study: optuna.Study, console: Console) -> Non
         study.set_user_attr("baselines", points)
 
 
-def optimize(spec: StudySpec, console: Console, baselines: bool = True) -> optuna.Study:
+class TrialLines:
+    """One line per finished trial, as Optuna's callback: its number among this command's
+    trials, technique and options, objectives (or why it failed), its time and the time
+    left at the pace so far. It replaces Optuna's own log (raw floats, and a traceback
+    for every failed trial)."""
+
+    def __init__(self, spec: StudySpec, console: Console, prefix: str = "") -> None:
+        self.spec, self.console, self.prefix = spec, console, prefix
+        self.started = time.monotonic()
+        self.done = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.done += 1
+        params = {k.split(".")[-1]: v for k, v in trial.params.items() if k != "technique"}
+        options = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        )
+        what = f"{trial.params.get('technique', '?')}({options})"
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            values = trial.user_attrs.get("metrics", {})
+            outcome = ", ".join(
+                f"{OBJECTIVES[n].label} {OBJECTIVES[n].cell(values[n], values)}"
+                for n in self.spec.objectives
+            )
+        else:
+            word = "refused" if trial.state == optuna.trial.TrialState.PRUNED else "failed"
+            outcome = f"{word}: {trial.user_attrs.get('error', '')}"
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * (self.spec.trials - self.done)
+        took = (trial.duration.total_seconds() if trial.duration else 0) / 60
+        self.console.print(
+            f"{self.prefix}trial {trial.number} ({self.done}/{self.spec.trials}) {what}: "
+            f"{outcome}; {took:.1f} min, about {left / 60:.0f} min left",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def optimize(
+    spec: StudySpec,
+    console: Console,
+    baselines: bool = True,
+    lines: Console | None = None,
+    prefix: str = "",
+) -> optuna.Study:
     """Run ``spec.trials`` more trials in this process (and the baselines); return the study.
-    With ``spec.concurrent`` > 1, that many trials train at once, taking turns."""
+    With ``spec.concurrent`` > 1, that many trials train at once, taking turns. Each
+    finished trial is a line on ``lines`` (default: ``console``), after ``prefix``."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # TrialLines says what it would
     study = open_study(spec)
     if baselines:
         run_baselines(spec, study, console)
+    callback = TrialLines(spec, lines or console, prefix)
     if spec.concurrent == 1:
-        study.optimize(trial_objective(spec, study, console), spec.trials, catch=(Exception,))
+        objective = trial_objective(spec, study, console)
+        study.optimize(objective, spec.trials, catch=(Exception,), callbacks=[callback])
         return study
-    return optimize_packed(spec, study, console)
+    return optimize_packed(spec, study, console, callback)
 
 
-def optimize_packed(spec: StudySpec, study: optuna.Study, console: Console) -> optuna.Study:
+def optimize_packed(
+    spec: StudySpec, study: optuna.Study, console: Console, callback: TrialLines
+) -> optuna.Study:
     """``spec.trials`` trials, ``spec.concurrent`` at a time in threads of this process that
     take turns step by step (``compress.turns``); a thread takes the next trial when its
     own ends. Ctrl-C stops every trial at its next step: each is checkpointed and recorded
@@ -313,7 +363,7 @@ def optimize_packed(spec: StudySpec, study: optuna.Study, console: Console) -> o
     def trials_in_turn() -> None:
         try:
             while not turns.stopped and next(drawn) < spec.trials:
-                study.optimize(objective, n_trials=1, catch=(Exception,))
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[callback])
                 finished.append(1)
         except KeyboardInterrupt:  # the trial is recorded as failed; the study stops
             pass

@@ -43,6 +43,7 @@ def work(spec: dict[str, Any], threads: int) -> None:
 
         from compress import interrupts
         from compress.reports import stderr_console
+        from compress.runs import log_warnings
         from studies.study import StudySpec, optimize
 
         interrupts.install()
@@ -50,7 +51,10 @@ def work(spec: dict[str, Any], threads: int) -> None:
             raise KeyboardInterrupt
         torch.set_num_threads(threads)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        optimize(StudySpec(**spec), stderr_console(quiet=True), baselines=False)
+        study = StudySpec(**spec)
+        lines = stderr_console()  # a line per trial; the training itself stays quiet
+        with log_warnings(study.directory / "warnings.log"):
+            optimize(study, stderr_console(quiet=True), False, lines, f"worker {index}: ")
     except KeyboardInterrupt:
         _interrupted(index)
     except Exception:

@@ -1,5 +1,6 @@
 """Optuna studies: the search space, the Pareto front, failed trials, continuation."""
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +80,15 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
     queue = open_study(spec)  # the failing trial first, then one that completes after it
     queue.enqueue_trial({"technique": "explode_for_test", "explode_for_test.when": 0.5})
     queue.enqueue_trial({"technique": "prune", "prune.ratio": 0.5})
-    study = optimize(spec, Console(quiet=True))
+    lines = Console(file=io.StringIO(), width=200)
+    study = optimize(spec, Console(quiet=True), lines=lines)
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed and all(t.user_attrs["error"] == "RuntimeError: boom" for t in failed)
+    printed = lines.file.getvalue().splitlines()  # one line each, no traceback
+    assert printed[0].startswith("trial 0 (1/2) explode_for_test(when=0.5): failed: ")
+    assert printed[0].split("; ")[0].endswith("RuntimeError: boom") and len(printed) == 2
 
 
 def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
@@ -93,6 +98,9 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
     rows = json.loads((tmp_path / "out/pareto/trials.json").read_text())
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert len(rows) == 3 and len(done) >= 2
+    lines = [line for line in first.stderr.splitlines() if line.startswith("trial ")]
+    assert [line.split(" (")[1].split(")")[0] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert "Trial 0 finished with values" not in first.stderr  # Optuna's raw line is gone
     front = pareto_front([(r["accuracy"], r["macs"]) for r in done], ["maximize", "minimize"])
     table = first.stdout.split("Pareto front of", 1)[1]
     listed = sorted(int(line.split("│")[1]) for line in table.splitlines() if line.startswith("│"))

@@ -7,6 +7,7 @@ and choice, and the same names reach the records and the Python API.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -51,6 +52,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # torch says at import that this machine has no CUDA runtime: --device says as much.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     handler: Callable[..., int | None] = args.handler
     interrupts.install()  # SIGTERM ends a command as Ctrl-C does: checkpoint, status, 130

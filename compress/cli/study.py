@@ -12,6 +12,7 @@ from compress.engine import TrainConfig
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.reports import console, stderr_console
+from compress.runs import log_warnings
 from compress.spec import RunSpec
 
 PARETO_EXAMPLES = (
@@ -37,7 +38,8 @@ def pareto(args: argparse.Namespace) -> None:
 
     spec: StudySpec = options_of(StudySpec, args, fixed=given(args, DataConfig, TrainConfig))
     run_study = optimize_parallel if spec.workers > 1 else optimize
-    study = run_study(spec, stderr_console())
+    with log_warnings(spec.directory / "warnings.log"):
+        study = run_study(spec, stderr_console())
     for path in report(study, spec.directory, console):
         console.print(f"wrote {path}", highlight=False)
 

@@ -70,6 +70,7 @@ class RunContext:
     # ``trained_alone(model, recipe)``: that registered model trained on this data with
     # ``recipe``, once (the runner caches it for later runs). Set by the runner.
     trained_alone: Callable[[str, TrainConfig], nn.Module] | None = None
+    label: str = ""  # the run's, on its progress lines
 
     def network_changed(self) -> None:
         """The network is no longer the one the last epoch records describe."""
@@ -85,6 +86,7 @@ class RunContext:
             console=self.console,
             phase=phase,
             graph_obstacles=self.graph_obstacles,
+            label=self.label,
         )
         for offset, record in enumerate(state.history):
             self.history.append({**record, "epoch": start + offset + 1})
