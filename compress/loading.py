@@ -70,6 +70,46 @@ def _read(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, metrics
 
 
+MAX_INPUT = 4096  # pixels a side; more is a damaged record, not a network's input
+
+
+def _checked_input(record: Any, run_dir: Path) -> dict[str, Any]:
+    """``config["input"]`` as a run writes it: classes, sizes, and three means and
+    standard deviations (or none, in the oldest records)."""
+
+    def count(key: str, low: int, high: int | None = None) -> bool:
+        value = record.get(key)
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and low <= value
+            and (high is None or value <= high)
+        )
+
+    def channels(key: str) -> bool:
+        value = record.get(key)
+        return value is None or (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            and (key != "std" or min(value) > 0)
+        )
+
+    valid = isinstance(record, dict) and (
+        count("num_classes", 1)
+        and count("input_size", 8, MAX_INPUT)
+        and count("image_size", 1, MAX_INPUT)
+        and channels("mean")
+        and channels("std")
+    )
+    if not valid:
+        raise RunLoadError(
+            f"{run_dir}/config.json is damaged: its input record {record!r} is not classes, "
+            f"sizes (up to {MAX_INPUT}) and three means and positive stds"
+        )
+    return record
+
+
 def _input_record(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """``config["input"]``, or what a run written before it was recorded implies."""
     if "input" in config:
@@ -97,7 +137,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         state = load_file(weights)
     except (OSError, SafetensorError) as error:
         raise RunLoadError(f"cannot read the weights {weights}: {error}") from None
-    config["input"] = _input_record(config, metrics)
+    config["input"] = _checked_input(_input_record(config, metrics), run_dir)
     builder, *others = spec.uses
     model = builder.technique.build_model(
         builder.options, config["input"]["num_classes"], config["input"]["input_size"]

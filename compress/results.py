@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from compress import runs
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.plots import plot_compare
 from compress.reports import MetricRow, percent, shown, top1
 from compress.reproduce import markdown_table
@@ -147,8 +147,8 @@ def finished_runs(source: Path) -> list[FinishedRun]:
         if not (run_dir / runs.METRICS).is_file():
             continue
         metrics = runs.read_metrics(run_dir)
-        if metrics.get("status") == "completed":
-            found.append(FinishedRun(run_dir, runs.read_json(config_path), metrics))
+        if isinstance(metrics, dict) and metrics.get("status") == "completed":
+            found.append(_readable(FinishedRun(run_dir, runs.read_json(config_path), metrics)))
     if not found:
         raise UsageError(f"{source} holds no completed run")
     return sorted(found, key=lambda run: run.config.get("created", ""))
@@ -171,6 +171,25 @@ def trained_reference(run: FinishedRun, found: Sequence[FinishedRun]) -> Finishe
         ):
             return candidate
     return None
+
+
+def _readable(run: FinishedRun) -> FinishedRun:
+    """``run`` if the page can show what its records say; a UsageError naming the run
+    and what is wrong (a hand-edited or damaged record) before anything is written."""
+    try:
+        if not isinstance(run.config, dict):
+            raise TypeError("config.json is not an object")
+        for cell in (*(c.cell(run.metrics) for c in COLUMNS), run.options, run.command):
+            str(cell)
+        _protocol([run])
+        float(run.metrics.get("train_time_s") or 0) + float(run.metrics.get("post_time_s") or 0)
+        runs.dumps(run.summary())
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise UsageError(
+            f"{run.run_dir}: its records do not read as a run's "
+            f"({type(error).__name__}: {first_line(error)})"
+        ) from None
+    return run
 
 
 def section_name(source: Path) -> str:
@@ -200,6 +219,24 @@ def _cell(text: str) -> str:
     return f"{int(text):,}" if text.isdigit() else text
 
 
+def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A CSV's header and rows, each row as long as the header; a UsageError otherwise."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            table = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UsageError(f"{path} is not a readable CSV: {first_line(error)}") from None
+    if not table:
+        raise UsageError(f"{path} is empty: a table needs at least its header")
+    header, *rows = table
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise UsageError(
+                f"{path}, line {number}: {len(row)} fields where the header has {len(header)}"
+            )
+    return header, rows
+
+
 def source_outputs(
     source: Path, directory: Path, name: str
 ) -> tuple[list[str], list[tuple[Path, bytes]]]:
@@ -212,8 +249,7 @@ def source_outputs(
         if path.suffix == ".png":
             lines += [f"![{path.stem}]({link})", ""]
             continue
-        with path.open(newline="") as handle:
-            header, *rows = list(csv.reader(handle))
+        header, rows = _read_table(path)
         keep = [i for i, column in enumerate(header) if column not in HIDDEN_COLUMNS]
         lines += [f"`{path.name}` ([CSV]({link}), {len(rows)} rows):", ""]
         if len(rows) <= SHOWN_ROWS:
@@ -294,6 +330,8 @@ def build_page(
         raise UsageError("two sources have the same directory name: sections need their own")
     for source in sources:
         finished_runs(source)  # every source checked before anything is written
+        for table in sorted(source.glob("*.csv")):
+            _read_table(table)
     runs.check_root(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sections, files = [], []

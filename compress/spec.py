@@ -137,9 +137,16 @@ class RunSpec:
                 TechniqueUse(e["name"], get_technique(e["name"]).config_cls(**e["options"]))
                 for e in record["techniques"]
             ]
-            return cls(uses, DataConfig(**record["data"]), TrainConfig(**record["train"]))
+            spec = cls(uses, DataConfig(**record["data"]), TrainConfig(**record["train"]))
         except (KeyError, TypeError, ValueError) as error:
             raise UsageError(f"config.json does not describe a run: {error}") from None
+        names = [use.name for use in uses]
+        if not uses or parse_composition("+".join(names)) != names:
+            raise UsageError(
+                f"config.json does not describe a run: techniques {names} are not one "
+                "builder followed by others in stage order"
+            )
+        return spec
 
 
 def baseline_record(model: str | None) -> list[dict[str, Any]]:

@@ -357,3 +357,62 @@ def test_a_shard_claiming_more_images_than_memory_holds(capsys, workdir):
 
 def test_a_results_root_whose_name_is_too_long(capsys, workdir):
     refused(capsys, "run", "baseline", *TINY, "--out", "x" * 300, message="File name too long")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"techniques": []}, "are not one builder followed by others"),
+        ({"input": [1, 2]}, "config.json is damaged: its input record"),
+        ({"input": {"num_classes": 4, "image_size": 32, "input_size": 16, "mean": [0.5],
+                    "std": [0.2, 0.2, 0.2]}}, "three means"),
+        ({"input": {"num_classes": 4, "image_size": 32, "input_size": 0}}, "input record"),
+        ({"input": {"num_classes": 4, "image_size": 32, "input_size": 100000}}, "input record"),
+    ],
+)  # fmt: skip
+def test_a_hand_edited_config_is_refused_by_load_export_and_maps(
+    capsys, workdir, finished_run, change, message
+):
+    from compress import RunLoadError, load
+
+    run_dir = copy_of(finished_run, workdir)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(RunLoadError, match=message):
+        load(run_dir)
+    refused(capsys, "export", run_dir, message=message)
+    refused(capsys, "ghost", "maps", "--model", run_dir, message=message)
+    assert not (run_dir / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("empty_csv", "is empty: a table needs at least its header"),
+        ("binary_csv", "is not a readable CSV"),
+        ("short_row", "line 2: 1 fields where the header has 3"),
+        ("train_list", "its records do not read as a run's"),
+        ("time_text", "its records do not read as a run's"),
+        ("unnamed_technique", "its records do not read as a run's (KeyError: 'name')"),
+    ],
+)
+def test_report_on_damaged_sources_ends_in_one_line_and_writes_nothing(
+    capsys, workdir, finished_run, damage, message
+):
+    run_dir = copy_of(finished_run, workdir / "source")
+    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
+    config, metrics = json.loads(config_path.read_text()), json.loads(metrics_path.read_text())
+    if damage == "empty_csv":
+        (workdir / "source/table.csv").write_text("")
+    elif damage == "binary_csv":
+        (workdir / "source/table.csv").write_bytes(b"\xff\xfe\x00a,b\n")
+    elif damage == "short_row":
+        (workdir / "source/table.csv").write_text("a,b,c\n1\n")
+    elif damage == "train_list":
+        config_path.write_text(json.dumps({**config, "train": [1]}))
+    elif damage == "time_text":
+        metrics_path.write_text(json.dumps({**metrics, "train_time_s": "abc"}))
+    else:
+        config_path.write_text(json.dumps({**config, "techniques": [{"options": {}}]}))
+    refused(capsys, "report", "page", "source", message=message)
+    assert not (workdir / "page").exists() and not (workdir / "page.md").exists()
