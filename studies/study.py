@@ -114,6 +114,11 @@ class StudySpec(Options):
                 f"--study-name {self.study_name!r} must be a name (letters, digits, '.', '_', "
                 "'-'), not a path: the study lives in --out"
             )
+        if self.directory.exists() and not self.directory.is_dir():
+            raise UsageError(
+                f"--study-name {self.study_name!r}: {self.directory} is a file (another "
+                "study's storage?); the study needs that name for its folder"
+            )
         if not self.techniques:
             raise UsageError("--techniques names no technique (e.g. ghost,prune)")
         for technique in self.techniques:
@@ -531,7 +536,13 @@ def report(study: optuna.Study, directory: Path, console: Console) -> list[Path]
 
     from studies.pareto import export, pareto_front, plot_fronts, trial_rows
 
-    objectives = [OBJECTIVES[name] for name in study.user_attrs.get("objectives", [])]
+    names = study.user_attrs.get("objectives")
+    if not isinstance(names, list | tuple) or not names or any(n not in OBJECTIVES for n in names):
+        raise UsageError(
+            f"study {study.study_name!r} was not made by `compress study pareto`: it records "
+            "no objectives of compress's"
+        )
+    objectives = [OBJECTIVES[name] for name in names]
     rows = trial_rows(study)
     done = [row for row in rows if row["state"] == "COMPLETE"]
     baselines = study.user_attrs.get("baselines", [])

@@ -416,3 +416,17 @@ def test_report_on_damaged_sources_ends_in_one_line_and_writes_nothing(
         config_path.write_text(json.dumps({**config, "techniques": [{"options": {}}]}))
     refused(capsys, "report", "page", "source", message=message)
     assert not (workdir / "page").exists() and not (workdir / "page.md").exists()
+
+
+def test_study_show_of_a_plain_optuna_study_and_a_name_taken_by_a_file(capsys, workdir):
+    import optuna
+
+    (workdir / "out").mkdir()
+    plain = optuna.create_study(study_name="plain", storage="sqlite:///out/plain.db")
+    plain.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    refused(capsys, "study", "show", "plain", "--out", "out",
+            message="was not made by `compress study pareto`")  # fmt: skip
+    (workdir / "out/other.journal").write_text("")
+    refused(capsys, "study", "pareto", "--study-name", "other.journal", "--out", "out",
+            message="out/other.journal is a file")  # fmt: skip
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["other.journal", "plain.db"]
