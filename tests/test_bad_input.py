@@ -424,6 +424,7 @@ def test_study_show_of_a_plain_optuna_study_and_a_name_taken_by_a_file(capsys, w
     (workdir / "out").mkdir()
     plain = optuna.create_study(study_name="plain", storage="sqlite:///out/plain.db")
     plain.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    capsys.readouterr()  # Optuna's own log lines
     refused(capsys, "study", "show", "plain", "--out", "out",
             message="was not made by `compress study pareto`")  # fmt: skip
     (workdir / "out/other.journal").write_text("")
