@@ -288,6 +288,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UsageError(f"checkpoint {path} is corrupted: {reason}") from None
 
 
+def fail_abandoned(root: Path) -> list[Path]:
+    """Runs under ``root`` recorded as running whose process is gone (their lock is
+    free: a worker killed mid-trial), marked failed with the reason; their checkpoint
+    stays for ``--resume``."""
+    marked = []
+    for run_dir in find_runs(root):
+        try:
+            metrics = read_json(run_dir / METRICS)
+            if not isinstance(metrics, dict) or metrics.get("status") != "running":
+                continue
+            with held(run_dir):
+                reason = "the process training it ended without a word (killed?)"
+                write_json(run_dir / METRICS, {**metrics, "status": "failed", "error": reason})
+        except UsageError:  # no record yet, or a process still trains it
+            continue
+        marked.append(run_dir)
+    return marked
+
+
 def find_runs(root: Path) -> list[Path]:
     """Run directories under ``root`` (those with a config.json), newest first."""
     if not root.is_dir():

@@ -31,15 +31,22 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One flat record per finished trial (complete, failed, or pruned: refused before
     training): number, state, technique, options, objectives."""
     rows = []
+    retried_as = {  # Optuna's retry of a trial whose worker died names the trial it repeats
+        t.system_attrs["failed_trial"]: t for t in study.trials if "failed_trial" in t.system_attrs
+    }
     for trial in study.trials:
         if not trial.state.is_finished():
             continue
+        error = trial.user_attrs.get("error", "")
+        if trial.number in retried_as:
+            retry = retried_as[trial.number]
+            error += f"; retried as trial {retry.number} ({retry.state.name.lower()})"
         row = {
             "trial": trial.number,
             "state": trial.state.name,
             "technique": trial.params.get("technique", ""),
             "options": {k: v for k, v in trial.params.items() if k != "technique"},
-            "error": trial.user_attrs.get("error", ""),
+            "error": error,
         }
         row.update(trial.user_attrs.get("metrics", {}))
         rows.append(row)

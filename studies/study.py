@@ -33,7 +33,7 @@ from compress.options import Options, option, parse_value
 from compress.registry import get_entry
 from compress.reports import stderr_console
 from compress.runner import CACHE, RunFailed, preflight, run, trained_once
-from compress.runs import check_root, write_csv
+from compress.runs import check_root, fail_abandoned, write_csv
 from compress.spec import RunSpec
 from compress.techniques import get_technique, parse_composition
 from compress.turns import Turns
@@ -247,6 +247,7 @@ def open_study(spec: StudySpec) -> optuna.Study:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([OBJECTIVES[name].label for name in spec.objectives])
     fail_orphaned_trials(study)  # trials whose worker died since the study was last open
+    fail_abandoned(spec.directory / "trials")  # and the run directories they left running
     return study
 
 
@@ -439,7 +440,8 @@ def trial_objective(
         except UsageError as error:  # refused before training, e.g. prune+quantize drew qat
             trial.set_user_attr("error", f"options that do not combine: {error}")
             raise optuna.TrialPruned(str(error)) from None
-        except TrainingInterrupted:
+        except (TrainingInterrupted, KeyboardInterrupt):
+            trial.set_user_attr("error", "interrupted (Ctrl-C): the study stopped here")
             raise KeyboardInterrupt from None  # Ctrl-C ends the study, not just the trial
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
@@ -525,6 +527,7 @@ def optimize_parallel(spec: StudySpec, console: Console) -> optuna.Study:
                 highlight=False,
             )
     fail_orphaned_trials(study)
+    fail_abandoned(spec.directory / "trials")
     return study
 
 

@@ -5,6 +5,7 @@ The PostgreSQL tests run where ``COMPRESS_TEST_POSTGRES`` names a reachable serv
 (``.ci/run`` starts one) and skip elsewhere.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -122,6 +123,14 @@ def kill_a_worker_then_resume(tmp_path, storage: str, name: str) -> None:
     assert retries[0].params == killed.params  # the killed trial ran again, once
     assert_each_trial_once(study, len(study.trials))
     assert states.count(TrialState.COMPLETE) == len(states) - 1
+    rows = json.loads((tmp_path / "out" / name / "trials.json").read_text())
+    (row,) = [row for row in rows if row["trial"] == killed.number]
+    assert row["error"].endswith(f"; retried as trial {retries[0].number} (complete)")
+    statuses = [
+        json.loads(path.read_text())["status"]
+        for path in (tmp_path / "out" / name / "trials").glob("*/metrics.json")
+    ]
+    assert "running" not in statuses  # the killed trial's run says it failed
 
 
 def test_killing_a_worker_mid_trial_leaves_the_study_consistent_and_resumable(tmp_path):
