@@ -125,8 +125,24 @@ class FinishedRun:
         return " ".join(words)
 
     def summary(self) -> dict[str, Any]:
-        """What the page rests on: the config, and the metrics with their epoch history."""
-        return {"config": self.config, "metrics": self.metrics}
+        """What the page rests on: the config, and the metrics with their epoch history,
+        with this machine's absolute paths made relative to the working directory (where
+        a reader rebuilds the page) and the program path reduced to ``compress``."""
+        config = portable(self.config, Path.cwd())
+        if config.get("argv"):
+            config["argv"] = ["compress", *config["argv"][1:]]
+        return {"config": config, "metrics": portable(self.metrics, Path.cwd())}
+
+
+def portable(value: Any, base: Path) -> Any:
+    """``value`` (JSON) with every absolute path under ``base`` written relative to it."""
+    if isinstance(value, dict):
+        return {key: portable(item, base) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, base) for item in value]
+    if isinstance(value, str) and value.startswith("/") and Path(value).is_relative_to(base):
+        return str(Path(value).relative_to(base))
+    return value
 
 
 def _defaults(technique: str) -> dict[str, Any]:
@@ -219,6 +235,20 @@ def _cell(text: str) -> str:
     return f"{int(text):,}" if text.isdigit() else text
 
 
+def _published(path: Path) -> bytes:
+    """A source's file as the page keeps it: a table without the columns that only make
+    sense on the machine that ran it (``run_dir``), a figure as it is."""
+    if path.suffix != ".csv":
+        return path.read_bytes()
+    header, rows = _read_table(path)
+    keep = [i for i, column in enumerate(header) if column != "run_dir"]
+    table = io.StringIO()
+    csv.writer(table, lineterminator="\n").writerows(
+        [[row[i] for i in keep] for row in [header, *rows]]
+    )
+    return table.getvalue().encode()
+
+
 def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     """A CSV's header and rows, each row as long as the header; a UsageError otherwise."""
     try:
@@ -244,7 +274,7 @@ def source_outputs(
     copies to write under ``directory/name/``."""
     lines, files = [], []
     for path in sorted(source.glob("*.csv")) + sorted(source.glob("*.png")):
-        files.append((directory / name / path.name, path.read_bytes()))
+        files.append((directory / name / path.name, _published(path)))
         link = f"{directory.name}/{name}/{path.name}"
         if path.suffix == ".png":
             lines += [f"![{path.stem}]({link})", ""]
