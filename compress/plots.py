@@ -46,7 +46,8 @@ def plot_curves(history: list[dict[str, float]], directory: Path, title: str) ->
 
 
 def plot_compare(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> None:
-    """Every run's train (dashed) and val (solid) loss and accuracy, overlaid."""
+    """Every run's train (dashed) and val (solid) loss and accuracy, overlaid, with one
+    legend entry a run beside them."""
     figure = new_figure(figsize=(11, 4), dpi=100)
     axes = figure.subplots(1, 2)
     for index, (label, history) in enumerate(runs):
@@ -63,11 +64,16 @@ def plot_compare(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> 
                 markersize=3,
                 label=f"{label} val",
             )
+    from matplotlib.ticker import MaxNLocator
+
     for axis, name in zip(axes, ("loss", "accuracy"), strict=True):
         axis.set(xlabel="epoch", ylabel=name, title=name)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
+    # One legend beside the plots, one entry a run (dashed: train, solid: val).
+    handles = [axes[0].lines[2 * i] for i in range(len(runs))]
+    figure.legend(handles, [label for label, _ in runs], loc="center right", fontsize=7)
+    figure.tight_layout(rect=(0, 0, 0.8 if runs else 1, 1))
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 

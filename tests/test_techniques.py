@@ -141,3 +141,14 @@ def test_python_api_runs_a_composition(tmp_path):
     assert (outcome.run_dir / "metrics.json").exists()
     with pytest.raises(UsageError, match="takes no option 'sparsity'"):
         compress.run("prune", out=tmp_path, sparsity=0.5)
+
+
+def test_compress_models_shows_every_name_whole_on_80_columns():
+    from clitools import compress_cli
+
+    from compress.registry import list_models
+    from compress.reports import console
+
+    assert console.width == 80  # what a terminal that is not one gets
+    listed = compress_cli("models").stdout
+    assert all(f"│ {name} " in listed for name in list_models())

@@ -31,7 +31,8 @@ def techniques(_args: argparse.Namespace) -> None:
 def models(_args: argparse.Namespace) -> None:
     table = Table(title="Registered models (any timm model also works as timm:NAME)")
     for column in ("name", "input", "classes", "options", "read against", "description"):
-        table.add_column(column)
+        # a name is what users type: never cut; the description wraps instead
+        table.add_column(column, no_wrap=column == "name", overflow="fold")
     for name in list_models():
         entry = get_entry(name)
         table.add_row(
