@@ -8,10 +8,12 @@ measured or estimated: ``MEASURED`` and ``ESTIMATED`` name them.
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +50,8 @@ class ModelProfile:
     threads: int
     device: str
     input_size: int
+    latency_iqr_ms: tuple[float, float] | None = None  # 25th and 75th percentiles
+    cpu_used_by_others: float | None = None  # share of the CPUs, just before timing
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -130,12 +134,45 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def latencies_ms(
+@dataclass(frozen=True)
+class Timing:
+    """A model's forward-pass times: the median and the middle half of the repeats."""
+
+    median_ms: float
+    low_ms: float  # 25th percentile
+    high_ms: float  # 75th percentile
+
+
+def cpu_used_by_others(interval: float = 0.3) -> float | None:
+    """The share of all CPUs that other processes used over ``interval`` seconds (Linux's
+    /proc/stat, less this process's own time): above a few percent, latencies measured now
+    are slower than the machine's and vary more. None where it cannot be read."""
+
+    def busy_and_total() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        busy, total = busy_and_total()
+        own = time.process_time()
+        time.sleep(interval)
+        busy_after, total_after = busy_and_total()
+        own = (time.process_time() - own) * tick
+    except (OSError, ValueError, IndexError):
+        return None
+    if total_after <= total:
+        return None
+    return max(0.0, (busy_after - busy - own) / (total_after - total))
+
+
+def timings(
     models: Sequence[nn.Module], inputs: torch.Tensor, repeats: int = 30, warmup: int = 5
-) -> list[float]:
-    """Median wall time of one forward pass of each model, in milliseconds, measured side
-    by side: the models take turns in every repeat, so a change of machine load during the
-    measurement reaches all of them alike, and the median ignores the odd slow repeat."""
+) -> list[Timing]:
+    """Each model's forward-pass times, measured side by side: the models take turns in
+    every repeat, so a change of machine load during the measurement reaches all of them
+    alike; the median ignores the odd slow repeat, the quartiles show the spread."""
     times: list[list[float]] = [[] for _ in models]
     with torch.no_grad():
         for step in range(warmup + repeats):
@@ -146,7 +183,18 @@ def latencies_ms(
                 _synchronize(inputs.device)
                 if step >= warmup:
                     times[index].append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(series) for series in times]
+    result = []
+    for series in times:
+        low, _, high = statistics.quantiles(series, n=4) if len(series) > 1 else series * 3
+        result.append(Timing(statistics.median(series), low, high))
+    return result
+
+
+def latencies_ms(
+    models: Sequence[nn.Module], inputs: torch.Tensor, repeats: int = 30, warmup: int = 5
+) -> list[float]:
+    """Median wall time of one forward pass of each model, in milliseconds, side by side."""
+    return [timing.median_ms for timing in timings(models, inputs, repeats, warmup)]
 
 
 def latency_ms(model: nn.Module, inputs: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
@@ -174,6 +222,10 @@ def profile_model(
     skipped = {id(p) for p in auxiliary}
     total, trainable, nonzero = count_params(model, auxiliary)
     macs = count_macs(model, inputs)
+    timing, others = None, None
+    if latency_repeats:
+        others = cpu_used_by_others() if device.type == "cpu" else None
+        timing = timings([model], inputs, latency_repeats)[0]
     peak = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -192,8 +244,10 @@ def profile_model(
         activation_bytes=activation_bytes(model, inputs),
         serialized_bytes=serialized_bytes(model),
         peak_memory_bytes=peak,
-        latency_ms=latency_ms(model, inputs, latency_repeats) if latency_repeats else None,
+        latency_ms=timing.median_ms if timing else None,
         threads=torch.get_num_threads(),
         device=str(device),
         input_size=input_size,
+        latency_iqr_ms=(timing.low_ms, timing.high_ms) if timing else None,
+        cpu_used_by_others=others,
     )

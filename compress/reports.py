@@ -63,10 +63,23 @@ def bits_as_size(value: Any, _metrics: Mapping[str, Any]) -> str:
     return mebibytes(value // 8)
 
 
+BUSY = 0.1  # share of the CPUs other processes may use before a latency is flagged
+
+
 def latency(value: Any, metrics: Mapping[str, Any]) -> str:
+    """The median, the middle half of the repeats, where it ran, and a warning when other
+    processes were using the CPUs."""
     where = f"{metrics.get('device', '?')}, {metrics.get('threads', '?')} thr"
+    spread = metrics.get("latency_iqr_ms")
+    middle = f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
+    others = metrics.get("cpu_used_by_others")
+    busy = (
+        f", machine busy: {100 * others:.0f}% of CPU used by others"
+        if (others is not None and others > BUSY)
+        else ""
+    )
     source = metrics.get("latency_source")
-    return f"{value:.2f} ms ({where}{', ' + source if source else ''})"
+    return f"{value:.2f} ms{middle} ({where}{', ' + source if source else ''}{busy})"
 
 
 def ort_latency(value: Any, metrics: Mapping[str, Any]) -> str:

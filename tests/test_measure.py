@@ -1,3 +1,5 @@
+import os
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -77,3 +79,27 @@ def test_side_by_side_latency_times_every_model_in_turn():
     times = latencies_ms([Recorder("a"), Recorder("b")], torch.zeros(1), repeats=3, warmup=1)
     assert len(times) == 2 and all(t >= 0 for t in times)
     assert calls == ["a", "b"] * 4  # interleaved: a change of load reaches both alike
+
+
+def test_latency_comes_with_its_spread_and_a_busy_machine_is_flagged():
+    import subprocess
+    import sys
+
+    from compress.measure import cpu_used_by_others, timings
+    from compress.reports import latency
+
+    (timing,) = timings([torch.nn.Linear(8, 8)], torch.randn(1, 8), repeats=20)
+    assert timing.low_ms <= timing.median_ms <= timing.high_ms
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        others = cpu_used_by_others(interval=0.5)
+    finally:
+        spinner.kill()
+    cores = os.cpu_count() or 1
+    assert others is not None and others > 0.6 / cores  # one core of the machine's, spinning
+    cell = latency(1.5, {"device": "cpu", "threads": 1, "latency_iqr_ms": [1.4, 1.7],
+                         "cpu_used_by_others": others})  # fmt: skip
+    assert cell.startswith("1.50 ms [1.40-1.70] (cpu, 1 thr, machine busy: ")
