@@ -50,7 +50,7 @@ class ModelProfile:
     threads: int
     device: str
     input_size: int
-    latency_iqr_ms: tuple[float, float] | None = None  # 25th and 75th percentiles
+    latency_quartiles: tuple[float, float] | None = None  # 25th and 75th percentiles, ms
     cpu_used_by_others: float | None = None  # share of the CPUs, just before timing
 
     def to_dict(self) -> dict[str, object]:
@@ -248,6 +248,6 @@ def profile_model(
         threads=torch.get_num_threads(),
         device=str(device),
         input_size=input_size,
-        latency_iqr_ms=(timing.low_ms, timing.high_ms) if timing else None,
+        latency_quartiles=(timing.low_ms, timing.high_ms) if timing else None,
         cpu_used_by_others=others,
     )

@@ -70,7 +70,7 @@ def latency(value: Any, metrics: Mapping[str, Any]) -> str:
     """The median, the middle half of the repeats, where it ran, and a warning when other
     processes were using the CPUs."""
     where = f"{metrics.get('device', '?')}, {metrics.get('threads', '?')} thr"
-    spread = metrics.get("latency_iqr_ms")
+    spread = metrics.get("latency_quartiles")
     middle = f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
     others = metrics.get("cpu_used_by_others")
     busy = (

@@ -100,6 +100,6 @@ def test_latency_comes_with_its_spread_and_a_busy_machine_is_flagged():
         spinner.kill()
     cores = os.cpu_count() or 1
     assert others is not None and others > 0.6 / cores  # one core of the machine's, spinning
-    cell = latency(1.5, {"device": "cpu", "threads": 1, "latency_iqr_ms": [1.4, 1.7],
+    cell = latency(1.5, {"device": "cpu", "threads": 1, "latency_quartiles": [1.4, 1.7],
                          "cpu_used_by_others": others})  # fmt: skip
     assert cell.startswith("1.50 ms [1.40-1.70] (cpu, 1 thr, machine busy: ")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from compress import create_model
 from compress.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -82,6 +84,9 @@ def workspace(tmp_path_factory):
     argv = ["run", "baseline", "--model", "resnet20", "--out", str(made), "--dataset", "digits"]
     assert main([*argv, *BUDGET[("run",)]]) == 0
     (run_dir,) = made.glob("resnet20-*")
+    for name, file in (("resnet20", "weights.th"), ("resnet56", "teacher.th")):
+        state = {f"module.{k}": v for k, v in create_model(name).state_dict().items()}
+        torch.save({"state_dict": state, "best_prec1": 0.0}, root / file)  # as published
     return root, data, run_dir
 
 
@@ -94,6 +99,7 @@ def test_readme_command_runs_as_written(command, workspace, monkeypatch, capsys)
     monkeypatch.chdir(root)
     monkeypatch.setenv("COMPRESS_DATA", str(data))
     filled = command.replace("<RUN_DIR>", str(run_dir)).replace("<IMAGE>", "photo.png")
+    filled = filled.replace("<WEIGHTS>", "weights.th").replace("<TEACHER_WEIGHTS>", "teacher.th")
     argv = shlex.split(filled)[1:]
     if argv[:2] == ["study", "show"] and not (root / "runs/studies/pareto.db").exists():
         # what it shows: the README's first study, made here when another test process
