@@ -111,3 +111,15 @@ def test_readme_command_runs_as_written(command, workspace, monkeypatch, capsys)
     except SystemExit as exit_:  # --help
         code = exit_.code
     assert code == 0, capsys.readouterr().err
+
+
+def test_the_readme_states_what_the_main_job_recorded():
+    """The setup paragraph's numbers are the committed main-job summary's, rounded."""
+    import json
+
+    (summary,) = (README.parent / "docs/results/runs/main-job").glob("*.json")
+    metrics = json.loads(summary.read_text())["metrics"]
+    assert metrics["status"] == "completed" and metrics["epochs_done"] == 8
+    final, best = (f"{100 * metrics[k]:.1f}%" for k in ("final_val_acc", "best_val_acc"))
+    setup = README.read_text().split("## Setup", 1)[1].split("```bash", 1)[0]
+    assert f"ends at {final} test top-1 (best epoch {best})" in " ".join(setup.split())
