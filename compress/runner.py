@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from compress.engine import (
     Trainer,
     TrainingInterrupted,
     TrainState,
+    build_optimizer,
+    build_scheduler,
     check_step,
     resolve_device,
     train,
@@ -222,6 +225,7 @@ def resume(run_dir: Path, console: Console) -> RunOutcome:
         data = load_data(spec.data)
         prepared = build(spec, data, console, run_dir.parent / CACHE)
         state = _checked_state(checkpoint, spec, run_dir)
+        _check_training_state(state, prepared.model, spec.train, run_dir)
         try:
             prepared.model.load_state_dict(checkpoint["model"])
             for name, saved in checkpoint.get("technique_state", {}).items():
@@ -256,6 +260,28 @@ def _checked_state(checkpoint: dict[str, Any], spec: RunSpec, run_dir: Path) -> 
         return TrainState(**kept)
     except TypeError as error:
         raise UsageError(f"checkpoint in {run_dir} is corrupted: {error}") from None
+
+
+def _check_training_state(
+    state: TrainState, model: torch.nn.Module, recipe: TrainConfig, run_dir: Path
+) -> None:
+    """The optimizer, schedule and random states a checkpoint holds load into this run's
+    (on throwaway copies): a damaged one is named before anything trains."""
+    try:
+        optimizer = build_optimizer(model, recipe)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler = build_scheduler(optimizer, recipe, 1)
+        scheduler.load_state_dict(state.scheduler)
+        with warnings.catch_warnings():  # a step before the optimizer's: the point here
+            warnings.simplefilter("ignore")
+            scheduler.step()
+        for rng in (state.rng_cpu, state.rng_data):
+            torch.Generator().set_state(rng)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        raise UsageError(
+            f"checkpoint in {run_dir} is corrupted: its training state does not load "
+            f"({first_line(error)})"
+        ) from None
 
 
 class RunFailed(UsageError):

@@ -239,7 +239,11 @@ def held(run_dir: Path) -> Iterator[None]:
     """The run directory, locked for this process: a second process that would train the
     same run (two ``--resume``) is refused. Leftovers of an earlier process that was
     killed mid-write (``.*.tmp``) are removed once the lock is held."""
-    with (run_dir / LOCK).open("a") as handle:
+    try:
+        handle = (run_dir / LOCK).open("a")
+    except OSError as error:
+        raise UsageError(f"cannot lock {run_dir}: {error.strerror}: {run_dir / LOCK}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -431,3 +431,32 @@ def test_study_show_of_a_plain_optuna_study_and_a_name_taken_by_a_file(capsys, w
     refused(capsys, "study", "pareto", "--study-name", "other.journal", "--out", "out",
             message="out/other.journal is a file")  # fmt: skip
     assert sorted(p.name for p in (workdir / "out").iterdir()) == ["other.journal", "plain.db"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"optimizer": {"state": {}, "param_groups": []}},
+        {"scheduler": {"last_epoch": "x"}},
+        {"rng_data": torch.zeros(3, dtype=torch.uint8)},
+    ],
+)
+def test_a_tampered_training_state_names_the_checkpoint(capsys, workdir, finished_run, damage):
+    run_dir = copy_of(finished_run, workdir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**checkpoint, **damage}, run_dir / "checkpoint.pt")
+    refused(capsys, "run", "baseline", "--resume", run_dir,
+            message="is corrupted: its training state does not load")  # fmt: skip
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_a_lock_that_is_a_directory_and_a_file_system_that_says_no(capsys, workdir, finished_run):
+    run_dir = copy_of(finished_run, workdir)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    (run_dir / ".lock").mkdir()
+    refused(capsys, "export", run_dir, "--repeats", "0", message="cannot lock")
+    (workdir / "a_file").write_text("")
+    refused(capsys, "export", finished_run, "--out", workdir / "a_file/m.onnx",
+            message="a_file is a file")  # fmt: skip

@@ -24,7 +24,7 @@ from compress.cli import (
     study,
 )
 from compress.cli.common import OneLineParser
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.reports import error_console
 
 COMMANDS = (profile, listing, run, compare, export, reproduce, report, analysis, study)
@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # `run` says more; studies keep every finished trial
         return _interrupted(args.command)
+    except OSError as error:  # the file system said no: full, read-only, a name too long
+        where = f": {error.filename}" if error.filename else ""
+        reason = error.strerror or first_line(error)
+        error_console.print(
+            f"compress {args.command}: error: {reason}{where}", highlight=False, soft_wrap=True
+        )
+        return 2
     except Exception:
         if interrupts.requested():  # a library turned the Ctrl-C into an error of its own
             return _interrupted(args.command)
