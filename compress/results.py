@@ -88,6 +88,7 @@ COLUMNS = (
     MetricRow("train_time_s", "train time", _minutes),
 )
 CHANGE = "change from the trained network (McNemar p)"
+MAX_CURVES = 12  # runs whose curves one figure can show legibly
 
 
 @dataclass
@@ -288,13 +289,63 @@ def source_outputs(
     return lines, files
 
 
+@dataclass
+class Section:
+    """One section of the page: its name, its runs, and the folder whose tables and
+    figures it shows (``source``: where the runs were made, or the page's own copies)."""
+
+    name: str
+    found: list[FinishedRun]
+    source: Path
+
+    @classmethod
+    def of_source(cls, source: Path) -> Section:
+        """A section from a directory of finished runs, checked whole."""
+        found = finished_runs(source)
+        for table in sorted(source.glob("*.csv")):
+            _read_table(table)
+        return cls(section_name(source), found, source)
+
+    @classmethod
+    def kept(cls, name: str, directory: Path) -> Section:
+        """A section the page already has, rebuilt from its committed run summaries
+        (``directory/runs/NAME``) and the tables and figures it copied (``directory/NAME``)."""
+        summaries = directory / "runs" / name
+        files = sorted(summaries.glob("*.json")) if summaries.is_dir() else []
+        if not files:
+            raise UsageError(
+                f"--keep {name}: {summaries} holds no run summaries to rebuild it from"
+            )
+        found = []
+        for file in files:
+            summary = runs.read_json(file)
+            if not isinstance(summary, dict) or not {"config", "metrics"} <= set(summary):
+                raise UsageError(f"--keep {name}: {file} is not a run summary")
+            found.append(_readable(FinishedRun(file.with_suffix(""), *_parts(summary))))
+        found.sort(key=lambda run: run.config.get("created", ""))
+        return cls(name, found, directory / name)
+
+
+def _parts(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return summary["config"], summary["metrics"]
+
+
+def _threads(found: Sequence[FinishedRun]) -> str:
+    """How many threads the runs trained with, as their records say."""
+    counts = sorted({run.metrics.get("threads") for run in found} - {None})
+    return (
+        f"{'/'.join(map(str, counts))} thread{'s' if counts != [1] else ''} per run"
+        if (counts)
+        else "threads not recorded"
+    )
+
+
 def write_section(
-    source: Path, directory: Path, hardware: str
+    section: Section, directory: Path, hardware: str
 ) -> tuple[str, list[tuple[Path, str | bytes]]]:
     """A section's markdown and its files (path, what to write): the figure is drawn
     into ``directory`` at once, everything else is returned to be written together."""
-    found = finished_runs(source)
-    name = section_name(source)
+    found, name, source = section.found, section.name, section.source
     columns = shown(COLUMNS, [run.metrics for run in found])
     header = ["run", "techniques", *(c.label for c in columns)]
     rows = [
@@ -310,9 +361,12 @@ def write_section(
     commands = [f"- `{run.name(source)}`: `{run.command}`" for run in found]
     total = sum(run.metrics.get("train_time_s") or 0 for run in found)
     total += sum(run.metrics.get("post_time_s") or 0 for run in found)
-    figure = directory / f"{name}.png"
     with_epochs = [(run.name(source), run.metrics["history"]) for run in found]
-    plot_compare([entry for entry in with_epochs if entry[1]], figure)
+    with_epochs = [entry for entry in with_epochs if entry[1]]
+    # One figure of the runs' curves, where it can be read and the source has none
+    drawn = 0 < len(with_epochs) <= MAX_CURVES and not (source / "curves.png").exists()
+    if drawn:
+        plot_compare(with_epochs, directory / f"{name}.png")
     files: list[tuple[Path, str | bytes]] = [
         (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary()))
         for run in found
@@ -327,7 +381,7 @@ def write_section(
             f"## {name}",
             "",
             *_protocol(found),
-            f"- hardware: {hardware}",
+            f"- hardware: {hardware}, {_threads(found)}",
             f"- time: {total / 60:.1f} min of training and post-training, summed over the runs",
             f"- run summaries: [{directory.name}/runs/{name}/]({directory.name}/runs/{name}/)",
             "",
@@ -336,7 +390,9 @@ def write_section(
             "",
             markdown_table(header, rows),
             "",
-            f"![curves, dashed train, solid val]({directory.name}/{name}.png)",
+            f"![curves, dashed train, solid val]({directory.name}/{name}.png)"
+            if drawn
+            else f"Curves: each run's epochs are in its summary ({len(with_epochs)} runs trained).",
             "",
             "Commands:",
             "",
@@ -348,25 +404,29 @@ def write_section(
 
 
 def build_page(
-    page: Path, sources: Sequence[Path], hardware: str, intro: Path | None = None
+    page: Path,
+    sources: Sequence[Path],
+    hardware: str,
+    intro: Path | None = None,
+    keep: Sequence[str] = (),
 ) -> Path:
-    """``page``.md and the ``page`` folder of figures, CSVs and run summaries."""
+    """``page``.md and the ``page`` folder of figures, CSVs and run summaries: a section
+    for each source, then each ``keep`` section of the page rebuilt from its own records."""
     directory = page.with_suffix("")
     markdown = page.with_suffix(".md")
     if intro is not None and not intro.is_file():
         raise UsageError(f"--intro {intro} does not exist")
-    names = [section_name(source) for source in sources]
+    # every section read and checked before anything is written
+    chosen = [Section.of_source(source) for source in sources]
+    chosen += [Section.kept(name, directory) for name in keep]
+    names = [section.name for section in chosen]
     if len(set(names)) != len(names):
-        raise UsageError("two sources have the same directory name: sections need their own")
-    for source in sources:
-        finished_runs(source)  # every source checked before anything is written
-        for table in sorted(source.glob("*.csv")):
-            _read_table(table)
+        raise UsageError("two sections have the same name: each needs its own")
     runs.check_root(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sections, files = [], []
-    for source in sources:
-        text, written = write_section(source, directory, hardware)
+    for section in chosen:
+        text, written = write_section(section, directory, hardware)
         sections.append(text)
         files += written
     for path, content in files:

@@ -198,3 +198,21 @@ def test_a_section_of_trained_networks_reads_each_row_against_the_network_as_loa
     assert "| 128 |" in rows["tuned"]  # two batches of 64: the images one epoch saw
     top = interval(round(loaded.metrics["final_val_acc"] * 128), 128)
     assert f"| {top.text()} |" in rows["loaded"]
+
+
+def test_a_page_keeps_its_earlier_sections_rebuilt_from_their_own_summaries(two_runs, tmp_path):
+    first = tmp_path / "first"
+    shutil.copytree(two_runs[0].parent, first)
+    assert compress_cli("report", "page", str(first), cwd=tmp_path).returncode == 0
+    before = (tmp_path / "page.md").read_text().split("## first", 1)[1]
+    shutil.rmtree(first)  # the runs are gone: only the page's own records are left
+    second = tmp_path / "second"
+    shutil.copytree(two_runs[0].parent, second)
+    again = compress_cli("report", "page", str(second), "--keep", "first", "--force", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    page = (tmp_path / "page.md").read_text()
+    assert page.index("## second") < page.index("## first")
+    assert page.split("## first", 1)[1] == before  # the same section, from its summaries
+    missing = compress_cli("report", "page", str(second), "--keep", "third", "--force",
+                           cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "holds no run summaries" in missing.stderr

@@ -27,6 +27,9 @@ class ReportOptions(Options):
     hardware: str = option("not stated", "the machine the runs ran on, as the page says it")
     intro: str | None = option(None, "markdown put above the sections (the findings)")
     force: bool = option(False, "replace a page that exists (PAGE.md and PAGE/)")
+    keep: tuple[str, ...] = option(
+        (), "sections of the existing page to keep, rebuilt from its own run summaries"
+    )
 
 
 def execute(args: argparse.Namespace) -> None:
@@ -45,6 +48,7 @@ def execute(args: argparse.Namespace) -> None:
         [Path(source) for source in options.sources],
         options.hardware,
         Path(options.intro) if options.intro else None,
+        options.keep,
     )
     console.print(f"wrote {page} and {page.with_suffix('')}/", highlight=False)
 
