@@ -30,7 +30,7 @@ from torch import nn
 from compress.data import Dataset, load_data, prepare
 from compress.errors import UsageError, first_line
 from compress.loading import load_run
-from compress.measure import latencies_ms
+from compress.measure import cpu_used_by_others, latencies_ms
 from compress.runs import atomic_write
 
 INPUT, OUTPUT = "input", "logits"
@@ -268,6 +268,7 @@ def export_run(
     )
     if repeats:
         size = input_record["input_size"]
+        result["cpu_used_by_others"] = cpu_used_by_others()  # how quiet the machine was
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:

@@ -26,7 +26,7 @@ from typing import Any
 from compress import runs
 from compress.errors import UsageError, first_line
 from compress.plots import plot_compare
-from compress.reports import MetricRow, percent, shown, top1
+from compress.reports import BUSY, MetricRow, percent, shown, top1
 from compress.reproduce import markdown_table
 from compress.significance import paired_change
 from compress.spec import RunSpec, baseline_record
@@ -70,9 +70,11 @@ def _bits(value: Any, _metrics: Mapping[str, Any]) -> str:
 
 
 def _ort_batch1(value: Any, _metrics: Mapping[str, Any]) -> str:
-    ms = value.get("onnx", {}).get("ort_latency_ms", {}).get("1")
-    threads = value.get("onnx", {}).get("threads")
-    return "n/a" if ms is None else f"{ms:.2f} ms ({threads} thr)"
+    onnx = value.get("onnx", {})
+    ms = onnx.get("ort_latency_ms", {}).get("1")
+    others = onnx.get("cpu_used_by_others")
+    busy = f", busy: {100 * others:.0f}% of CPU" if others is not None and others > BUSY else ""
+    return "n/a" if ms is None else f"{ms:.2f} ms ({onnx.get('threads')} thr{busy})"
 
 
 COLUMNS = (
