@@ -460,3 +460,20 @@ def test_a_lock_that_is_a_directory_and_a_file_system_that_says_no(capsys, workd
     (workdir / "a_file").write_text("")
     refused(capsys, "export", finished_run, "--out", workdir / "a_file/m.onnx",
             message="a_file is a file")  # fmt: skip
+
+
+def test_a_full_disk_while_export_records_its_check(capsys, workdir, finished_run, monkeypatch):
+    import errno
+
+    from compress import runs
+
+    run_dir = copy_of(finished_run, workdir)
+    before = (run_dir / "metrics.json").read_bytes()
+
+    def full(path, _value):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "write_json", full)
+    refused(capsys, "export", run_dir, "--repeats", "0",
+            message="No space left on device: ")  # fmt: skip
+    assert (run_dir / "metrics.json").read_bytes() == before

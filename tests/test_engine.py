@@ -43,6 +43,7 @@ def test_training_learns_synthetic_data_and_records_history():
     assert state.history[-1]["val_acc"] > 0.8  # chance is 0.25
     assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
     assert all(r["images_per_s"] > 0 and r["time_s"] > 0 for r in state.history)
+    assert all(r["images"] == 512 // 32 * 32 for r in state.history)  # every full batch
     assert set(state.history[0]) == {
         "epoch",
         "phase",
@@ -50,6 +51,7 @@ def test_training_learns_synthetic_data_and_records_history():
         "train_acc",
         "lr",
         "time_s",
+        "images",
         "images_per_s",
         "val_loss",
         "val_acc",
