@@ -173,6 +173,21 @@ def finished_runs(source: Path) -> list[FinishedRun]:
     return sorted(found, key=lambda run: run.config.get("created", ""))
 
 
+def run_names(found: Sequence[FinishedRun], source: Path) -> list[str]:
+    """Each run's name in its section, told apart: runs that share one (three kinds of
+    distillation into the same ResNet-20) add the options that make them differ."""
+    names = [run.name(source) for run in found]
+    shared = {name for name in names if names.count(name) > 1}
+    named = [
+        f"{name} ({run.options})" if name in shared else name
+        for name, run in zip(names, found, strict=True)
+    ]
+    return [
+        f"{name} [{run.run_dir.name}]" if named.count(name) > 1 else name
+        for name, run in zip(named, found, strict=True)
+    ]
+
+
 def trained_reference(run: FinishedRun, found: Sequence[FinishedRun]) -> FinishedRun | None:
     """The run in ``found`` that is ``run``'s network as trained elsewhere and loaded
     (``--init``, no epoch): a baseline of the model ``run`` compresses."""
@@ -348,10 +363,12 @@ def write_section(
     """A section's markdown and its files (path, what to write): the figure is drawn
     into ``directory`` at once, everything else is returned to be written together."""
     found, name, source = section.found, section.name, section.source
+    labels = run_names(found, source)
     columns = shown(COLUMNS, [run.metrics for run in found])
     header = ["run", "techniques", *(c.label for c in columns)]
     rows = [
-        [run.name(source), run.options, *(c.cell(run.metrics) for c in columns)] for run in found
+        [label, run.options, *(c.cell(run.metrics) for c in columns)]
+        for label, run in zip(labels, found, strict=True)
     ]
     references = [trained_reference(run, found) for run in found]
     if any(references):
@@ -360,10 +377,12 @@ def write_section(
             row.append(
                 "-" if reference in (None, run) else paired_change(reference.metrics, run.metrics)
             )
-    commands = [f"- `{run.name(source)}`: `{run.command}`" for run in found]
+    commands = [f"- `{label}`: `{run.command}`" for label, run in zip(labels, found, strict=True)]
     total = sum(run.metrics.get("train_time_s") or 0 for run in found)
     total += sum(run.metrics.get("post_time_s") or 0 for run in found)
-    with_epochs = [(run.name(source), run.metrics["history"]) for run in found]
+    with_epochs = [
+        (label, run.metrics["history"]) for label, run in zip(labels, found, strict=True)
+    ]
     with_epochs = [entry for entry in with_epochs if entry[1]]
     # One figure of the runs' curves, where it can be read and the source has none
     drawn = 0 < len(with_epochs) <= MAX_CURVES and not (source / "curves.png").exists()

@@ -477,3 +477,23 @@ def test_a_full_disk_while_export_records_its_check(capsys, workdir, finished_ru
     refused(capsys, "export", run_dir, "--repeats", "0",
             message="No space left on device: ")  # fmt: skip
     assert (run_dir / "metrics.json").read_bytes() == before
+
+
+def test_a_sibling_that_is_not_a_run_does_not_stop_a_run_with_a_reference(capsys, workdir):
+    (workdir / "out/odd").mkdir(parents=True)
+    (workdir / "out/odd/config.json").write_text("[]")
+    (workdir / "out/odd/metrics.json").write_text('{"status": "completed"}')
+    code, out, err = cli(capsys, "run", "ghost", "--backbone", "resnet20", *TINY, "--out", "out")
+    assert code == 0, err  # ghost reads its reference among the siblings: the odd one is skipped
+    assert "Best top-1" in out
+
+
+def test_a_truncated_data_cache_ends_in_one_line(capsys, workdir):
+    (workdir / "data").mkdir()
+    arrays = {"train_x": np.zeros((4, 32, 32, 3), np.uint8), "train_y": np.zeros(4, np.uint8)}
+    np.savez(workdir / "data/cifar10-uint8.npz", **arrays, test_x=arrays["train_x"],
+             test_y=arrays["train_y"])  # fmt: skip
+    cache = workdir / "data/cifar10-uint8.npz"
+    cache.write_bytes(cache.read_bytes()[:200])
+    refused(capsys, "run", "baseline", "--dataset", "cifar10", "--data-dir", "data", "--out",
+            "out", message="corrupted data cache")  # fmt: skip

@@ -216,3 +216,18 @@ def test_a_page_keeps_its_earlier_sections_rebuilt_from_their_own_summaries(two_
     missing = compress_cli("report", "page", str(second), "--keep", "third", "--force",
                            cwd=tmp_path)  # fmt: skip
     assert missing.returncode == 2 and "holds no run summaries" in missing.stderr
+
+
+def test_runs_that_share_a_label_are_told_apart_by_their_options(tmp_path):
+    from compress.results import FinishedRun, run_names
+
+    def made(name, options):
+        config = {"techniques": [{"name": "baseline", "options": {}},
+                                 {"name": "distill", "options": options}]}  # fmt: skip
+        return FinishedRun(tmp_path / name, config, {"label": "resnet20+distill"})
+
+    found = [made("a", {"kind": "attention"}), made("b", {}), made("c", {}), made("d", {"x": 1})]
+    names = run_names(found, tmp_path)
+    assert names[0] == "resnet20+distill (baseline + distill(kind=attention))"
+    assert names[1] == "resnet20+distill (baseline + distill) [b]"  # the same options: folders
+    assert len(set(names)) == 4
