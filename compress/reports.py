@@ -157,6 +157,7 @@ RUN_ROWS = (
     CHECKPOINT,
     LATENCY,
     NONZERO,
+    MetricRow("init_val_acc", "Top-1 before training", percent, optional=True),
     MetricRow("best_val_acc", "Best top-1", best_top1),
     MetricRow("final_val_acc", "Final top-1 [95% interval]", top1),
     MetricRow("train_time_s", "Train time", seconds),

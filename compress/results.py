@@ -83,6 +83,7 @@ COLUMNS = (
     MetricRow("bops", "BOPs", _millions),
     MetricRow("weight_size_bits", "quantized weights", _bits, optional=True),
     MetricRow("exports", "ONNX Runtime, batch 1", _ort_batch1, optional=True),
+    MetricRow("init_val_acc", "top-1 before training (as started)", percent, optional=True),
     MetricRow("final_val_acc", "top-1 (final) [95% interval]", top1),
     MetricRow("best_val_acc", "top-1 (best epoch)", percent),
     MetricRow("history", "epochs", _epochs),
