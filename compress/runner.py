@@ -298,6 +298,7 @@ def _execute(
     """Run ``_finish`` and record how it ended: completed, interrupted (Ctrl-C, SIGTERM:
     the last epoch's checkpoint is kept) or failed, with the reason."""
     data = prepared.context.data
+    board = runs.TensorBoardLog(run_dir)
 
     def write_metrics(status: str, **extra: Any) -> dict[str, Any]:
         metrics = {
@@ -310,6 +311,10 @@ def _execute(
             "history": state.history,
         }
         runs.write_json(run_dir / runs.METRICS, metrics)
+        if state.history:  # the epochs as a table, for spreadsheets and plotting tools
+            columns = list(dict.fromkeys(key for record in state.history for key in record))
+            runs.write_csv(run_dir / runs.HISTORY, state.history, columns)
+            board.write(state.history)
         return metrics
 
     def checkpoint(trained: torch.nn.Module, current: TrainState) -> None:

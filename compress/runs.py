@@ -3,7 +3,8 @@
 A run directory holds ``config.json`` (everything needed to reproduce the run),
 ``metrics.json`` (status, final numbers and per-epoch history), ``checkpoint.pt`` (the
 training state after the last completed epoch; ``torch.load(weights_only=True)``),
-``model.safetensors`` (final weights) and the curves as PNG files.
+``model.safetensors`` (final weights), ``history.csv`` (the epochs as a table) and the
+curves as PNG files.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import torch
 
 from compress.errors import UsageError, first_line
 
-CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK = (
+CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK, HISTORY = (
     "config.json",
     "metrics.json",
     "checkpoint.pt",
     "model.safetensors",
     ".lock",
+    "history.csv",
 )
 PACKAGES = ("compress-cnn", "torch", "torchvision", "timm", "torch-pruning", "brevitas", "optuna")
 
@@ -97,6 +99,31 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
                 )
 
     atomic_write(path, write)
+
+
+class TensorBoardLog:
+    """Each epoch record's numbers as TensorBoard scalars in ``run_dir/tensorboard``,
+    where the ``tensorboard`` package is installed (``pip install 'compress-cnn[tensorboard]'``);
+    nothing otherwise. ``write`` takes the whole history and logs what is new in it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch's module needs the tensorboard package
+            self.writer = None
+        else:
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.logged = 0
+
+    def write(self, history: list[dict[str, Any]]) -> None:
+        if self.writer is None:
+            return
+        for step, record in enumerate(history[self.logged :], start=self.logged + 1):
+            for key, value in record.items():
+                if key != "epoch" and _is_number(value, optional=False):
+                    self.writer.add_scalar(f"{record.get('phase', 'train')}/{key}", value, step)
+        self.logged = len(history)
+        self.writer.flush()
 
 
 def read_json(path: Path) -> Any:
@@ -203,7 +230,7 @@ def log_warnings(path: Path) -> Iterator[None]:
         yield
 
 
-RECORDS = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK, "error.log")
+RECORDS = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, LOCK, HISTORY, "error.log")
 
 
 def check_output(path: Path, what: str) -> None:

@@ -248,3 +248,31 @@ def test_resume_refuses_a_corrupted_checkpoint_and_other_options(tmp_path):
     assert extra.returncode == 2 and "drop --lr" in extra.stderr
     other = compress_cli("run", "ghost", "--resume", str(run_dir), cwd=tmp_path)
     assert other.returncode == 2 and "is a baseline run, not ghost" in other.stderr
+
+
+def test_a_run_replays_from_a_config_file_and_keeps_its_history_as_csv(tmp_path):
+    import csv
+
+    args = ["--model", "resnet20", *QUICK, "--epochs", "1", "--lr", "0.003", "--out", "first"]
+    first = compress_cli("run", "baseline", *args, "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_dir = tmp_path / json.loads(first.stdout)["run_dir"]
+    with (run_dir / "history.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["epoch"] == "1" and float(row["val_acc"]) >= 0
+    config = run_dir / "config.json"
+    again = compress_cli("run", "baseline", "--config", config, "--epochs", "2", "--out", "again",
+                         "--json", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    replayed = json.loads(
+        (tmp_path / json.loads(again.stdout)["run_dir"] / "config.json").read_text()
+    )
+    original = json.loads(config.read_text())
+    assert replayed["train"] == {**original["train"], "epochs": 2}  # the flag wins
+    assert replayed["data"] == original["data"]
+    (tmp_path / "run.yaml").write_text("techniques:\n- name: ghost\n  options: {s: 3}\n")
+    wrong = compress_cli("run", "baseline", "--config", "run.yaml", cwd=tmp_path)
+    assert wrong.returncode == 2 and "describes ghost, not baseline" in wrong.stderr
+    (tmp_path / "bad.yaml").write_text("techniques: [")
+    bad = compress_cli("run", "baseline", "--config", "bad.yaml", cwd=tmp_path)
+    assert bad.returncode == 2 and "is not JSON or YAML" in bad.stderr

@@ -6,12 +6,15 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from compress import runner, runs
 from compress.cli.common import OneLineParser, add_options, add_recipe, command, given, options_of
 from compress.data import DataConfig
 from compress.engine import TrainConfig, TrainingInterrupted
-from compress.errors import UsageError
+from compress.errors import UsageError, first_line
 from compress.options import Options, add_arguments, option
 from compress.reports import console, error_console, run_table, stderr_console
 from compress.spec import PRESETS, RunSpec
@@ -38,6 +41,11 @@ class RunSettings(Options):
     out: str = option("runs", "results root: the run directory is made in it")
     cache: str | None = option(
         None, "networks trained once and reused, e.g. a teacher (default: OUT/cache)"
+    )
+    config: str | None = option(
+        None,
+        "a run's options as a file (JSON or YAML, the keys of a run's config.json: "
+        "techniques, data, train); flags given here override it",
     )
     resume: str | None = option(None, "continue the interrupted run in this directory")
     json: bool = option(False, "print the final metrics as JSON")
@@ -72,7 +80,41 @@ def run_spec(composition: str, parsed: argparse.Namespace, settings: RunSettings
         if [use.name for use in spec.uses] != names:
             raise UsageError(f"{settings.resume} is a {spec.name} run, not {'+'.join(names)}")
         return spec
-    return RunSpec.from_options(composition, chosen, settings.preset)
+    base = options_from_file(Path(settings.config), names) if settings.config else {}
+    return RunSpec.from_options(composition, {**base, **chosen}, settings.preset)
+
+
+def options_from_file(path: Path, names: list[str]) -> dict[str, Any]:
+    """The flat options a run file gives (a run's config.json replays that run): each
+    technique's options, then the data's and the training's. Its techniques must be the
+    command's, so that the file and the command line say the same run."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {path}: cannot read it ({first_line(error)})") from None
+    try:
+        record = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as error:
+        raise UsageError(f"--config {path} is not JSON or YAML: {first_line(error)}") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"--config {path} must hold a mapping (techniques, data, train)")
+    techniques = record.get("techniques", [])
+    if not isinstance(techniques, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("options", {}), dict) for t in techniques
+    ):
+        raise UsageError(f"--config {path}: techniques must be a list of {{name, options}}")
+    given = [t.get("name") for t in techniques]
+    if techniques and given != names:
+        raise UsageError(
+            f"--config {path} describes {'+'.join(map(str, given))}, not {'+'.join(names)}"
+        )
+    options: dict[str, Any] = {}
+    for part in (*(t.get("options", {}) for t in techniques), record.get("data", {}),
+                 record.get("train", {})):  # fmt: skip
+        if not isinstance(part, dict):
+            raise UsageError(f"--config {path}: data and train must be mappings")
+        options.update(part)
+    return options
 
 
 def execute(args: argparse.Namespace) -> int:
