@@ -40,6 +40,7 @@ from compress.errors import UsageError, first_line
 from compress.initialization import initialize
 from compress.loading import FORMAT, RunLoadError, load
 from compress.measure import latencies_ms, profile_model
+from compress.modules import named_modules
 from compress.plots import plot_curves
 from compress.reports import stderr_console
 from compress.significance import encode_answers
@@ -90,18 +91,22 @@ def checked_network(
             context.console.print(
                 f"--init {init_from['file']}: {init_from['match']}", highlight=False
             )
-    dry_run(model, context.input_size, builder.technique.label(builder.options))
+    label = builder.technique.label(builder.options)
+    dry_run(model, context.input_size, label, context.data.num_classes)
     for use in others:
         use.technique.check_model(model, use.options, context)
     return model, init_from
 
 
-def dry_run(model: torch.nn.Module, size: int, label: str) -> None:
+def dry_run(model: torch.nn.Module, size: int, label: str, classes: int | None = None) -> None:
     """One forward pass at input size ``size``, before anything is written: an input the
-    network cannot take fails here, in one line, not after the run directory exists."""
+    network cannot take, or answers of other than ``classes`` classes, fail here, in one
+    line, not after the run directory exists."""
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, size, size))
+            answers = model.eval()(torch.zeros(1, 3, size, size))
+        if classes is not None and answers.shape[-1] != classes:
+            raise UsageError(f"{label} answers {answers.shape[-1]} classes, the data has {classes}")
     except (RuntimeError, MemoryError) as error:
         reason = first_line(error)
         if isinstance(error, MemoryError) or "alloc" in reason.lower():
@@ -570,12 +575,15 @@ def run(
         cache: networks trained once (a distillation teacher; default ``out/cache``).
         curves: draw the training curves, ``accuracy.png`` and ``loss.png`` (a third of a
             short run's time on a CPU; a study's trials skip them).
-        **options: any option of the techniques, the data or the training recipe.
+        **options: any option of the techniques, the data or the training recipe;
+            ``model``, ``backbone`` and ``teacher`` may be your own ``nn.Module``
+            (``compress.modules``): a model as it is, weights and all, a trained teacher.
 
     Returns:
         A ``RunOutcome`` with the run directory and its final metrics.
     """
-    spec = RunSpec.from_options(techniques, options, preset)
+    roots = Path(cache) if cache else Path(out) / CACHE
+    spec = RunSpec.from_options(techniques, named_modules(options, roots), preset)
     return start(
         spec,
         Path(out),
