@@ -4,7 +4,9 @@
 # resnet56-4bfd9763.th, as in ../shared/models/cifar10-resnet/) compressed on all of
 # CIFAR-10 (DATA: the .npz shards), each fine-tune at most one pass over the 50,000
 # training images. One row, one run directory under OUT/trained/ROW/; a row whose run
-# completed is skipped, so running the script again finishes what is left.
+# completed, here or in an earlier session (its summary is committed in
+# docs/results/runs/trained/), is skipped, so running the script again finishes what is
+# left. Then: compress report docs/results OUT/trained OUT/trained-study --keep trained,...
 #
 #   bench/trained.sh DATA MODELS OUT [ROW ...]     (default: every row, in the order below)
 #
@@ -39,15 +41,18 @@ rows=(
 )
 trials=${TRIALS:-24}
 
-completed() {  # whether a run under $1 completed
-  grep -qs '"status": "completed"' "$1"/*/metrics.json
+committed=$(dirname "$0")/../docs/results/runs/trained
+
+completed() {  # whether row $2's run under $1 completed, or its summary is committed
+  grep -qs '"status": "completed"' "$1"/*/metrics.json ||
+    grep -qs "^  \"name\": \"$2\"," "$committed"/*.json
 }
 
 row() {
   local name=$1
   shift
   local dir=$out/trained/$name
-  if completed "$dir"; then
+  if completed "$dir" "$name"; then
     echo "== $name: done"
     return
   fi

@@ -99,6 +99,7 @@ class FinishedRun:
     run_dir: Path
     config: dict[str, Any]
     metrics: dict[str, Any]
+    page_name: str | None = None  # the name a page gave it, read back from its summary
 
     @property
     def options(self) -> str:
@@ -115,6 +116,8 @@ class FinishedRun:
     def name(self, source: Path) -> str:
         """How the page names the run: the folder it was made in under ``source`` (a
         campaign's row), else its label."""
+        if self.page_name:
+            return self.page_name
         folder = self.run_dir.parent
         return (
             folder.name
@@ -128,14 +131,16 @@ class FinishedRun:
         words = ["compress", *argv[1:]] if argv else []
         return " ".join(words)
 
-    def summary(self) -> dict[str, Any]:
-        """What the page rests on: the config, and the metrics with their epoch history,
-        with this machine's absolute paths made relative to the working directory (where
-        a reader rebuilds the page) and the program path reduced to ``compress``."""
+    def summary(self, source: Path) -> dict[str, Any]:
+        """What the page rests on: the run's name on it, the config, and the metrics with
+        their epoch history, with this machine's absolute paths made relative to the
+        working directory (where a reader rebuilds the page) and the program path
+        reduced to ``compress``."""
         config = portable(self.config, Path.cwd())
         if config.get("argv"):
             config["argv"] = ["compress", *config["argv"][1:]]
-        return {"config": config, "metrics": portable(self.metrics, Path.cwd())}
+        metrics = portable(self.metrics, Path.cwd())
+        return {"name": self.name(source), "config": config, "metrics": metrics}
 
 
 def portable(value: Any, base: Path) -> Any:
@@ -218,7 +223,7 @@ def _readable(run: FinishedRun) -> FinishedRun:
             str(cell)
         _protocol([run])
         float(run.metrics.get("train_time_s") or 0) + float(run.metrics.get("post_time_s") or 0)
-        runs.dumps(run.summary())
+        runs.dumps(run.summary(run.run_dir.parent))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise UsageError(
             f"{run.run_dir}: its records do not read as a run's "
@@ -339,7 +344,8 @@ class Section:
             summary = runs.read_json(file)
             if not isinstance(summary, dict) or not {"config", "metrics"} <= set(summary):
                 raise UsageError(f"--keep {name}: {file} is not a run summary")
-            found.append(_readable(FinishedRun(file.with_suffix(""), *_parts(summary))))
+            run = FinishedRun(file.with_suffix(""), *_parts(summary), summary.get("name"))
+            found.append(_readable(run))
         found.sort(key=lambda run: run.config.get("created", ""))
         return cls(name, found, directory / name)
 
@@ -390,7 +396,7 @@ def write_section(
     if drawn:
         plot_compare(with_epochs, directory / f"{name}.png")
     files: list[tuple[Path, str | bytes]] = [
-        (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary()))
+        (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary(source)))
         for run in found
     ]
     outputs, copies = source_outputs(source, directory, name)
@@ -440,7 +446,17 @@ def build_page(
         raise UsageError(f"--intro {intro} does not exist")
     # every section read and checked before anything is written
     chosen = [Section.of_source(source) for source in sources]
-    chosen += [Section.kept(name, directory) for name in keep]
+    for name in keep:
+        kept = Section.kept(name, directory)
+        same = next((section for section in chosen if section.name == name), None)
+        if same is None:
+            chosen.append(kept)
+        else:  # runs made since join those the page had: a campaign over sessions
+            have = {run.name(same.source) for run in same.found}
+            earlier = [run for run in kept.found if run.name(kept.source) not in have]
+            same.found = sorted(
+                [*earlier, *same.found], key=lambda run: run.config.get("created", "")
+            )
     names = [section.name for section in chosen]
     if len(set(names)) != len(names):
         raise UsageError("two sections have the same name: each needs its own")

@@ -231,3 +231,20 @@ def test_runs_that_share_a_label_are_told_apart_by_their_options(tmp_path):
     assert names[0] == "resnet20+distill (baseline + distill(kind=attention))"
     assert names[1] == "resnet20+distill (baseline + distill) [b]"  # the same options: folders
     assert len(set(names)) == 4
+
+
+def test_a_campaign_section_grows_over_sessions_from_its_summaries_and_new_runs(two_runs, tmp_path):
+    """Rows finished in an earlier session are on the page (their runs are gone); rows
+    finished now join them under the same section, each named by its row."""
+    source = tmp_path / "trained"
+    shutil.copytree(two_runs[0], source / "row-a" / two_runs[0].name)
+    assert compress_cli("report", "page", str(source), cwd=tmp_path).returncode == 0
+    shutil.rmtree(source)
+    shutil.copytree(two_runs[1], source / "row-b" / two_runs[1].name)
+    again = compress_cli(
+        "report", "page", str(source), "--keep", "trained", "--force", cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    rows = [line.split(" | ")[0][2:] for line in (tmp_path / "page.md").read_text().splitlines()
+            if line.startswith("| row-")]  # fmt: skip
+    assert sorted(rows) == ["row-a", "row-b"]
