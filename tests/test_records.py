@@ -30,6 +30,7 @@ def test_every_file_a_run_writes_gets_the_users_umask(tmp_path):
         "accuracy.png",
         "checkpoint.pt",
         "config.json",
+        "history.csv",
         "loss.png",
         "metrics.json",
         "model.safetensors",
