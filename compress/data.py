@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from compress.errors import UsageError, first_line
 from compress.options import Options, option
 
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "folder")
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 4}
 # Channel means and standard deviations of the training splits, in [0, 1] units.
 NORMALIZATION = {
@@ -62,15 +62,29 @@ class DataConfig(Options):
     """Which data a run trains and tests on."""
 
     dataset: str = option(
-        "digits", "data set (digits is bundled; cifar* download)", choices=DATASETS
+        "digits",
+        "data set (digits is bundled; cifar* download; folder: your images in --data-dir)",
+        choices=DATASETS,
     )
-    data_dir: str | None = option(None, "torchvision root or a directory of .npz shards")
+    data_dir: str | None = option(
+        None, "torchvision root, a directory of .npz shards, or (folder) of class folders"
+    )
     train_size: int | None = option(None, "use only the first N training images", low=1)
     test_size: int | None = option(None, "use only the first N test images", low=1)
     normalize: str = option("dataset", NORMALIZE_HELP)
+    image_size: int = option(32, "folder: side the images are decoded to (centre square)", low=8)
+    val_fraction: float = option(
+        0.2, "folder: images held out per class when DIR has no train/val split", low=0,
+        high=1, low_open=True, high_open=True,
+    )  # fmt: skip
+    memory_budget_mb: int = option(
+        2048, "folder: the most decoded images may take in memory (MB)", low=1
+    )
 
     def check(self) -> None:
         parse_normalization(self.normalize)
+        if self.dataset == "folder" and not self.data_dir:
+            raise UsageError("--dataset folder reads your images: give --data-dir DIR")
 
 
 @dataclass
@@ -86,6 +100,8 @@ class Dataset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     mirror_invariant: bool = True  # may augmentation flip images left-right?
+    classes: tuple[str, ...] | None = None  # names, where the data names them (folders)
+    skipped: int = 0  # unreadable images left out (folders)
 
     @property
     def image_size(self) -> int:
@@ -290,9 +306,34 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     return Dataset(name, train_x, train_y, test_x, test_y, classes, mean, std)
 
 
+def load_folder(config: DataConfig) -> Dataset:
+    """Your images (``compress.folders``), with their own channel statistics."""
+    from compress.folders import read_folder
+
+    images = read_folder(
+        Path(config.data_dir), config.image_size, config.val_fraction, config.memory_budget_mb
+    )
+    mean, std = _stats(images.train_x)
+    return Dataset(
+        "folder",
+        images.train_x,
+        images.train_y,
+        images.test_x,
+        images.test_y,
+        len(images.classes),
+        mean,
+        std,
+        classes=images.classes,
+        skipped=len(images.skipped),
+    )
+
+
 def load_data(config: DataConfig) -> Dataset:
     """The data set a config names, cut to its subset sizes."""
-    data = load_dataset(config.dataset, config.data_dir)
+    if config.dataset == "folder":
+        data = load_folder(config)
+    else:
+        data = load_dataset(config.dataset, config.data_dir)
     if config.train_size or config.test_size:
         data = subset(data, config.train_size, config.test_size)
     chosen = parse_normalization(config.normalize)

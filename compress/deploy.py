@@ -15,6 +15,7 @@ says what to install.
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import tempfile
 import time
@@ -136,6 +137,19 @@ def export_onnx(model: nn.Module, input_size: int, path: Path, exporter: Any = N
     return path
 
 
+def describe_input(path: Path, input_record: dict[str, Any]) -> None:
+    """Write what feeding the network needs into the ONNX file's metadata (JSON values):
+    its input size, normalisation and, where the data named them, its classes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key in ("input_size", "mean", "std", "classes"):
+        if input_record.get(key) is not None:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(input_record[key])
+    atomic_write(path, lambda temporary: onnx.save(model, str(temporary)))
+
+
 def ort_session(path: Path, threads: int = 1, optimized: bool = True) -> Any:
     """An ONNX Runtime CPU session on ``threads`` threads, with every graph optimisation
     (what a deployment runs: Q/DQ pairs fused into integer kernels), or with none (each
@@ -240,6 +254,7 @@ def export_run(
     path = export_onnx(
         loaded.model, input_record["input_size"], out or run_dir / "model.onnx", exporter
     )
+    describe_input(path, input_record)
     session = ort_session(path, threads)
     result: dict[str, Any] = {
         "label": loaded.metrics["label"],

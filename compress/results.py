@@ -247,6 +247,9 @@ def _protocol(found: Sequence[FinishedRun]) -> list[str]:
         }
         shown = "; ".join(sorted(values))
         lines.append(f"- {title}: `{shown}`")
+    classes = {json.dumps(run.config.get("input", {}).get("classes")) for run in found}
+    if len(classes) == 1 and (names := json.loads(classes.pop())):
+        lines.append(f"- classes: {', '.join(names)}")
     started = sum(bool(run.config.get("train", {}).get("init")) for run in found)
     if started:  # each summary names the run its weights came from
         lines.append(f"- {started} of {len(found)} runs started from trained weights (`init`)")

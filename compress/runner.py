@@ -173,6 +173,8 @@ def start(
     runs.check_root(out_root)
     resolve_device(spec.train.device)
     data = load_data(spec.data)
+    if data.skipped:
+        console.print(f"{data.skipped} images could not be read and are left out", highlight=False)
     if spec.train.batch_size > len(data.train_x):
         raise UsageError(
             f"--batch-size {spec.train.batch_size} is larger than the "
@@ -198,6 +200,8 @@ def start(
             "input_size": prepared.context.input_size,
             "mean": list(data.mean),
             "std": list(data.std),
+            **({"classes": list(data.classes)} if data.classes else {}),
+            **({"skipped_images": data.skipped} if data.skipped else {}),
         },
         "init_from": prepared.init_from,
         "versions": runs.versions(),

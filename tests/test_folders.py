@@ -1,0 +1,90 @@
+"""Your own images: ``--dataset folder`` on small generated folders."""
+
+import json
+
+import numpy as np
+import pytest
+from clitools import compress_cli
+from PIL import Image
+
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "eel": (40, 40, 200)}
+QUICK = ["--epochs", "1", "--batch-size", "4", "--image-size", "16", "--precise-bn", "8"]
+
+
+def make_folder(root, per_class=6, split=False):
+    """Class folders of noisy single-colour images, of several sizes and formats."""
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        for index in range(per_class):
+            where = root / ("val" if index < 2 else "train") / name if split else root / name
+            where.mkdir(parents=True, exist_ok=True)
+            size = (24 + 4 * index, 20 + 3 * index)
+            pixels = np.clip(rng.normal(colour, 30, (*size[::-1], 3)), 0, 255).astype(np.uint8)
+            suffix = (".png", ".jpg", ".webp")[index % 3]
+            Image.fromarray(pixels).save(where / f"{name}{index}{suffix}")
+    return root
+
+
+def test_a_folder_trains_exports_and_reports_with_its_classes(tmp_path):
+    data = make_folder(tmp_path / "pets")
+    broken = data / "dog" / "broken.jpg"
+    broken.write_bytes((data / "dog" / "dog1.jpg").read_bytes()[:40])  # truncated
+    args = ["--model", "resnet20", "--dataset", "folder", "--data-dir", data, *QUICK]
+    result = compress_cli("run", "baseline", *args, "--out", tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "1 images could not be read and are left out" in result.stderr
+    run_dir = tmp_path / "out" / json.loads(result.stdout)["run_dir"].split("out/")[-1]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["input"]["classes"] == ["cat", "dog", "eel"]
+    assert config["input"]["skipped_images"] == 1 and config["input"]["image_size"] == 16
+    assert compress_cli("export", run_dir, "--repeats", "0").returncode == 0
+    import onnx
+
+    meta = {p.key: json.loads(p.value) for p in onnx.load(run_dir / "model.onnx").metadata_props}
+    assert meta["classes"] == ["cat", "dog", "eel"] and len(meta["mean"]) == 3
+    page = compress_cli("report", tmp_path / "page", tmp_path / "out")
+    assert page.returncode == 0 and "- classes: cat, dog, eel" in (tmp_path / "page.md").read_text()
+
+
+def test_a_folder_with_its_own_split_keeps_it(tmp_path):
+    from compress.data import DataConfig, load_data
+
+    data = load_data(DataConfig(dataset="folder", data_dir=str(make_folder(tmp_path, split=True)),
+                                image_size=16))  # fmt: skip
+    assert (len(data.train_x), len(data.test_x)) == (12, 6)  # 4 and 2 of each class
+    assert data.classes == ("cat", "dog", "eel") and data.train_x.shape[1:] == (3, 16, 16)
+    one = load_data(DataConfig(dataset="folder", data_dir=str(make_folder(tmp_path / "one")),
+                               image_size=16, val_fraction=0.5))  # fmt: skip
+    assert (len(one.train_x), len(one.test_x)) == (9, 9)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("empty", "holds no class folders"),
+        ("empty_class", "holds no image"),
+        ("missing_split", "has a split but no val/ folder"),
+        ("over_budget", "more than --memory-budget-mb 1"),
+        ("no_dir", "give --data-dir DIR"),
+    ],
+)
+def test_folders_that_cannot_be_a_data_set_end_in_one_line(tmp_path, damage, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    extra = []
+    if damage == "empty_class":
+        make_folder(data)
+        (data / "fox").mkdir()
+    elif damage == "missing_split":
+        make_folder(data, split=True)
+        for path in sorted((data / "val").rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (data / "val").rmdir()
+    elif damage == "over_budget":
+        make_folder(data)
+        extra = ["--image-size", "512", "--memory-budget-mb", "1"]
+    args = ["--dataset", "folder", *([] if damage == "no_dir" else ["--data-dir", data])]
+    result = compress_cli("run", "baseline", *args, *QUICK, *extra, "--out", tmp_path / "out")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
