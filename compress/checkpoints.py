@@ -16,7 +16,7 @@ import pickle
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class Match:
     state: dict[str, torch.Tensor]  # the network's names -> the file's tensors
     renamed: dict[str, str] = field(default_factory=dict)  # network name -> file name
     kept: list[str] = field(default_factory=list)  # optional buffers the file lacks
+    new: list[str] = field(default_factory=list)  # a new classifier's, initialised here
 
     def summary(self) -> str:
         """The match in one line: how many tensors came by name, which were renamed."""
@@ -50,6 +51,8 @@ class Match:
             shown = ", ".join(f"{theirs} -> {ours}" for ours, theirs in pairs[:3])
             more = f", and {len(pairs) - 3} more" if len(pairs) > 3 else ""
             text += f", {len(pairs)} in order by shape ({shown}{more})"
+        if self.new:
+            text += f"; a new classifier ({', '.join(self.new)}) for these classes"
         return text
 
 
@@ -109,9 +112,16 @@ def _shape(tensor: torch.Tensor) -> str:
     return "x".join(map(str, tensor.shape)) or "scalar"
 
 
-def match_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> Match:
+def match_state(
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    source: str,
+    fresh: Collection[str] = (),
+) -> Match:
     """Pair every tensor of ``model``'s state dict with one of ``tensors``: by name where
     the name and shape agree, then the rest in the order both list them, shape by shape.
+    A tensor named in ``fresh`` (a new classifier, for other classes) that the file has
+    in another shape keeps its initialisation, and the file's is left out.
 
     Refused (``UsageError``): a network tensor left unfilled or a file tensor left over
     (another architecture), or an order whose shapes disagree where the shapes alone
@@ -122,17 +132,18 @@ def match_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str)
         theirs = tensors.get(name)
         if theirs is not None and theirs.shape == tensor.shape:
             state[name] = theirs
-    left_own = [n for n in own if n not in state]
-    left_theirs = [n for n in tensors if n not in state]
+    new = [n for n in fresh if n in own and n in tensors and n not in state]
+    left_own = [n for n in own if n not in state and n not in new]
+    left_theirs = [n for n in tensors if n not in state and n not in new]
     kept: list[str] = []
     if not any(tensors[n].dim() == 0 for n in left_theirs):  # a file without the counters
         kept = [n for n in left_own if n.endswith(OPTIONAL)]
         left_own = [n for n in left_own if n not in kept]
     renamed = _pair_rest(own, tensors, left_own, left_theirs, source)
     state.update({ours: tensors[theirs] for ours, theirs in renamed.items()})
-    for name in kept:
+    for name in [*kept, *new]:
         state[name] = own[name]
-    return Match(state, renamed, kept)
+    return Match(state, renamed, kept, new)
 
 
 def _pair_rest(
@@ -195,10 +206,21 @@ def _pair_rest(
     )
 
 
+def classifier_names(model: nn.Module) -> list[str]:
+    """The state-dict names of the network's last linear layer: its classifier, which a
+    checkpoint of other classes leaves to be learned anew (transfer learning)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return []
+    prefix = f"{linears[-1]}." if linears[-1] else ""
+    return [f"{prefix}weight", f"{prefix}bias"]
+
+
 def load_foreign(model: nn.Module, path: Path) -> dict[str, Any]:
-    """Fill ``model`` with the checkpoint at ``path``; what was loaded, for the record."""
+    """Fill ``model`` with the checkpoint at ``path`` (a classifier for other classes
+    stays new); what was loaded, for the record."""
     tensors = read_checkpoint(path)
-    match = match_state(model, tensors, f"checkpoint {path.name}")
+    match = match_state(model, tensors, f"checkpoint {path.name}", classifier_names(model))
     own = model.state_dict()
     with torch.no_grad():
         state = {name: tensor.to(own[name].dtype) for name, tensor in match.state.items()}
@@ -209,5 +231,6 @@ def load_foreign(model: nn.Module, path: Path) -> dict[str, Any]:
         "tensors": len(match.state),
         "renamed": match.renamed,
         "kept_own": len(match.kept),
+        "new": match.new,
         "match": match.summary(),
     }

@@ -33,7 +33,8 @@ NORMALIZATION = {
 NAMED_NORMALIZATION = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 NORMALIZE_HELP = (
     "input normalisation the network was trained with: dataset (the data's own channel "
-    "statistics), imagenet, or MEAN,MEAN,MEAN/STD,STD,STD in [0, 1] units"
+    "statistics), imagenet, timm:NAME (that pretrained model's), or "
+    "MEAN,MEAN,MEAN/STD,STD,STD in [0, 1] units"
 )
 
 
@@ -43,6 +44,16 @@ def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]
         return None
     if text in NAMED_NORMALIZATION:
         return NAMED_NORMALIZATION[text]
+    if text.startswith("timm:"):  # the preprocessing timm's pretrained weights expect
+        import timm
+
+        try:
+            config = timm.get_pretrained_cfg(text.removeprefix("timm:"))
+        except RuntimeError:
+            config = None
+        if config is None:
+            raise UsageError(f"--normalize {text}: timm knows no pretrained model by that name")
+        return tuple(config.mean), tuple(config.std)
     try:
         mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
     except ValueError:

@@ -88,3 +88,28 @@ def test_folders_that_cannot_be_a_data_set_end_in_one_line(tmp_path, damage, mes
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_an_imagenet_network_is_fine_tuned_on_a_folder_then_compressed(tmp_path):
+    """timm's pretrained weights, offline: a file saved from a timm model (1000 classes)
+    starts a run on three classes (a new classifier), with timm's normalisation; the
+    fine-tuned run is then pruned and quantized."""
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet10t").state_dict(), tmp_path / "imagenet.pth")
+    data = make_folder(tmp_path / "pets")
+    common = ["--model", "timm:resnet10t", "--dataset", "folder", "--data-dir", data, *QUICK]
+    common += ["--normalize", "timm:resnet10t"]
+    start = ["--init", tmp_path / "imagenet.pth", "--out", tmp_path / "out", "--json"]
+    tuned = compress_cli("run", "baseline", *common, *start)
+    assert tuned.returncode == 0, tuned.stderr
+    run_dir = tmp_path / "out" / json.loads(tuned.stdout)["run_dir"].split("out/")[-1]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["init_from"]["new"] == ["fc.weight", "fc.bias"]  # a classifier for 3 classes
+    assert config["input"]["mean"] == [0.485, 0.456, 0.406]  # timm's pretrained_cfg
+    for technique, extra in (("prune", ["--ratio", "0.3", "--finetune-epochs", "0"]),
+                             ("quantize", ["--mode", "ptq"])):  # fmt: skip
+        args = ["--init", run_dir, "--epochs", "0", *extra, "--out", tmp_path / "then"]
+        then = compress_cli("run", technique, *common, *args)
+        assert then.returncode == 0, then.stderr
