@@ -45,8 +45,9 @@ def _millions(value: Any, _metrics: Mapping[str, Any]) -> str:
     return f"{value / 1e6:.3f} M" if value >= 1e5 else f"{value:,}"
 
 
-def _minutes(value: Any, _metrics: Mapping[str, Any]) -> str:
-    return f"{value / 60:.1f} min"
+def _minutes(value: Any, metrics: Mapping[str, Any]) -> str:
+    """Training and post-training (fine-tuning, calibration) together."""
+    return f"{(value + (metrics.get('post_time_s') or 0)) / 60:.1f} min"
 
 
 def _epochs(value: Any, metrics: Mapping[str, Any]) -> str:
@@ -79,6 +80,7 @@ def _ort_batch1(value: Any, _metrics: Mapping[str, Any]) -> str:
 
 COLUMNS = (
     MetricRow("params", "params", _millions),
+    MetricRow("nonzero_params", "non-zero params", _millions),
     MetricRow("macs", "MACs", _millions),
     MetricRow("bops", "BOPs", _millions),
     MetricRow("weight_size_bits", "quantized weights", _bits, optional=True),
@@ -88,7 +90,7 @@ COLUMNS = (
     MetricRow("best_val_acc", "top-1 (best epoch)", percent),
     MetricRow("history", "epochs", _epochs),
     MetricRow("history", "images trained on", _images),
-    MetricRow("train_time_s", "train time", _minutes),
+    MetricRow("train_time_s", "time (train + post)", _minutes),
 )
 CHANGE = "change from the trained network (McNemar p)"
 MAX_CURVES = 12  # runs whose curves one figure can show legibly
@@ -375,6 +377,8 @@ def write_section(
     found, name, source = section.found, section.name, section.source
     labels = run_names(found, source)
     columns = shown(COLUMNS, [run.metrics for run in found])
+    if all(run.metrics.get("nonzero_params") == run.metrics.get("params") for run in found):
+        columns = [c for c in columns if c.key != "nonzero_params"]  # nothing masked here
     header = ["run", "techniques", *(c.label for c in columns)]
     rows = [
         [label, run.options, *(c.cell(run.metrics) for c in columns)]

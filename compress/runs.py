@@ -174,8 +174,9 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
         if bad:
             raise wrong(f"epoch record {record.get('epoch')!r} has no number for {bad[0]}")
     for key, value in metrics.items():
-        if key.endswith(("params", "macs", "flops", "_bytes", "_ms", "_acc")) and not _is_number(
-            value, optional=True
+        numbers = value if isinstance(value, list) else [value]  # e.g. a spread: two numbers
+        if key.endswith(("params", "macs", "flops", "_bytes", "_ms", "_acc")) and not all(
+            _is_number(number, optional=True) for number in numbers
         ):
             raise wrong(f"{key} is {value!r}, not a number")
     return metrics
