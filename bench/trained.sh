@@ -37,7 +37,7 @@ rows=(
   r20-channels50-pruned r20-channels50-tuned r20-channels50-kd
   r56-channels50-w4a4
   ghost-r56-fitted ghost-r56-fitted-kd ghost-r56-scratch ghost-r56-scratch-lr0.1
-  study
+  study ghost-r56-fitted-5ep ghost-r56-scratch-5ep
 )
 trials=${TRIALS:-24}
 
@@ -113,6 +113,11 @@ run_row() {
       row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" ;;
     ghost-r56-scratch-lr0.1)  # ... and at the paper's learning rate, kinder to scratch
       row "$1" ghost --backbone resnet56 --s 2 --d 3 "${once[@]}" --lr 0.1 ;;
+    ghost-r56-fitted-5ep|ghost-r56-scratch-5ep)  # one pass leaves both far from trained:
+      # does the fitted start still lead after five? (the one row set that needs more)
+      local start=()
+      [ "$1" = ghost-r56-fitted-5ep ] && start=(--init "$r56")
+      row "$1" ghost --backbone resnet56 --s 2 --d 3 "${start[@]}" "${once[@]}" --epochs 5 ;;
     study)  # the Pareto study: every trial fine-tunes the trained ResNet-20 for one epoch
       local study=$out/trained-study
       local done=0
