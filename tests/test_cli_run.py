@@ -60,6 +60,7 @@ def test_the_default_ghost_run_learns_digits_and_writes_a_complete_record(tmp_pa
                 "keep_first": True,
                 "cifar_strides": False,
                 "fit_images": 512,
+                "reconstruct": True,
             },
         }
     ]

@@ -80,6 +80,45 @@ def test_a_unit_whose_readers_cannot_follow_keeps_its_order_and_still_fits():
     assert net(images).shape == (32, 2)
 
 
+def test_refitting_layer_by_layer_keeps_errors_from_compounding():
+    """Three conv units in a row, no map a copy of another: fitted on the trained maps
+    alone, each layer's error feeds the next; refitted in forward order on the inputs
+    the Ghost layers before it give, the network's output stays closer to the original.
+    Each BatchNorm then holds the statistics of the maps it normalises."""
+
+    def chain() -> nn.Sequential:
+        torch.manual_seed(3)
+        layers: list[nn.Module] = []
+        for cin, cout in ((3, 8), (8, 8), (8, 8)):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+            layers.append(nn.ReLU())
+        net = nn.Sequential(*layers, nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        with torch.no_grad():  # statistics of the maps each BN sees, as after training
+            net.train()
+            for _ in range(20):
+                net(torch.randn(64, 3, 10, 10, generator=torch.Generator().manual_seed(9)))
+        return net.eval()
+
+    images = torch.randn(128, 3, 10, 10, generator=torch.Generator().manual_seed(9))
+    expected = chain()(images).detach()
+    errors = {}
+    for reconstruct in (False, True):
+        net = chain()
+        report = ghostify_trained(net, images.split(64), s=2, d=3, reconstruct=reconstruct)
+        assert [u.name for u in report.units] == ["3", "6"]  # the first conv is kept
+        errors[reconstruct] = float((net(images) - expected).detach().square().mean())
+    assert errors[True] < 0.7 * errors[False]  # 0.0016 against 0.0026
+    ghost = net[6]
+    inputs = nn.Sequential(*net[:6])(images)
+    made = ghost.primary_conv[0](inputs)
+    torch.testing.assert_close(
+        ghost.primary_conv[1].running_mean, made.mean((0, 2, 3)), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        ghost.primary_conv[1].running_var, made.var((0, 2, 3)), rtol=1e-3, atol=1e-5
+    )
+
+
 QUICK = {
     "dataset": "synthetic",
     "train_size": 128,

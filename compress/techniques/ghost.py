@@ -59,6 +59,11 @@ class GhostConfig(Options):
         "cheap operation is fitted to the maps it replaces",
         low=1,
     )
+    reconstruct: bool = option(
+        True,
+        "--backbone with --init: then refit each Ghost module, in forward order, on the "
+        "inputs the ones before it give (layer-wise reconstruction)",
+    )
 
     def check(self) -> None:
         try:
@@ -111,7 +116,9 @@ class Ghost(Technique):
         count = -(-config.fit_images // batch)
         batches = [x for x, _ in context.training_batches(device, count, batch)]
         start = time.perf_counter()
-        fit = ghostify_trained(trained.to(device), batches, config.s, config.d, config.keep_first)
+        fit = ghostify_trained(
+            trained.to(device), batches, config.s, config.d, config.keep_first, config.reconstruct
+        )
         reordered = sum(unit.reordered for unit in fit.units)
         context.console.print(
             f"ghost from trained weights: {len(fit.units)} convs, {reordered} with their "
@@ -120,7 +127,8 @@ class Ghost(Technique):
             highlight=False,
         )
         return trained, {
-            "method": "intrinsic filters kept, cheap operations fitted by least squares",
+            "method": "intrinsic filters kept, cheap operations fitted by least squares"
+            + (", then reconstructed layer by layer" if config.reconstruct else ""),
             "fit_images": sum(map(len, batches)),
             "units": len(fit.units),
             "reordered_units": reordered,
