@@ -118,7 +118,9 @@ run_row() {
       local start=()
       [ "$1" = ghost-r56-fitted-5ep ] && start=(--init "$r56")
       row "$1" ghost --backbone resnet56 --s 2 --d 3 "${start[@]}" "${once[@]}" --epochs 5 ;;
-    study)  # the Pareto study: every trial fine-tunes the trained ResNet-20 for one epoch
+    study)  # the Pareto study: every trial fine-tunes the trained ResNet-20 for one pass
+      # over the first STUDY_IMAGES (10,000) training images, a fifth of the rows' epoch:
+      # 24 trials of the rows' epoch (QAT trials 13-20 min each) would take a day here
       local study=$out/trained-study
       local done=0
       if [ -f "$study/pareto-trained/trials.json" ]; then
@@ -131,6 +133,7 @@ run_row() {
       fi
       echo "== study: $((trials - done)) trials to go"
       "$compress" study pareto --backbone resnet20 --init "$r20" "${once[@]}" \
+        --train-size "${STUDY_IMAGES:-10000}" \
         --techniques ghost,prune,quantize,distill,ghost+prune,ghost+quantize \
         --fix "finetune_epochs=1,finetune_lr=0.01,mode=qat,teacher=$r56,teacher_model=resnet56" \
         --objectives accuracy,macs,params --baselines "" --sampler-seed 0 \
