@@ -37,7 +37,7 @@ rows=(
   r20-channels50-pruned r20-channels50-tuned r20-channels50-kd
   r56-channels50-w4a4
   ghost-r56-fitted ghost-r56-fitted-kd ghost-r56-scratch ghost-r56-scratch-lr0.1
-  study ghost-r56-fitted-5ep ghost-r56-scratch-5ep
+  study ghost-r56-fitted-5ep ghost-r56-scratch-5ep latency
 )
 trials=${TRIALS:-24}
 
@@ -138,6 +138,15 @@ run_row() {
         --fix "finetune_epochs=1,finetune_lr=0.01,mode=qat,teacher=$r56,teacher_model=resnet56" \
         --objectives accuracy,macs,params --baselines "" --sampler-seed 0 \
         --trials "$((trials - done))" --study-name pareto-trained --out "$study" ;;
+    latency)  # every completed row as ONNX, checked on the test set and timed in ONNX
+      # Runtime (batch 1, one thread): best on an otherwise idle machine, so it runs last
+      local metrics
+      for metrics in "$out"/trained/*/*/metrics.json; do
+        grep -qs '"status": "completed"' "$metrics" || continue
+        grep -qs '"exports"' "$metrics" && continue
+        echo "== latency: $(dirname "$metrics")"
+        "$compress" export "$(dirname "$metrics")" --threads 1 --repeats 50
+      done ;;
     *) echo "unknown row $1 (rows: ${rows[*]})" >&2; exit 2 ;;
   esac
 }
