@@ -402,6 +402,8 @@ def write_section(
     drawn = 0 < len(with_epochs) <= MAX_CURVES and not (source / "curves.png").exists()
     if drawn:
         plot_compare(with_epochs, directory / f"{name}.png")
+    else:  # a figure an earlier build drew would show fewer runs than the table
+        (directory / f"{name}.png").unlink(missing_ok=True)
     files: list[tuple[Path, str | bytes]] = [
         (directory / "runs" / name / f"{run.run_dir.name}.json", runs.dumps(run.summary(source)))
         for run in found

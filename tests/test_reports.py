@@ -248,3 +248,25 @@ def test_a_campaign_section_grows_over_sessions_from_its_summaries_and_new_runs(
     rows = [line.split(" | ")[0][2:] for line in (tmp_path / "page.md").read_text().splitlines()
             if line.startswith("| row-")]  # fmt: skip
     assert sorted(rows) == ["row-a", "row-b"]
+
+
+def test_a_figure_too_crowded_to_draw_is_not_left_from_an_earlier_build(
+    two_runs, tmp_path, monkeypatch
+):
+    """One run: its curves are drawn; two, over the figure's limit: the table says where
+    the epochs are, and the earlier figure (one run of two) is gone, not shown stale."""
+    from compress import results
+
+    monkeypatch.setattr(results, "MAX_CURVES", 1)
+    source = tmp_path / "trained"
+    figure = tmp_path / "page" / "trained.png"
+    shutil.copytree(two_runs[0], source / "row-a" / two_runs[0].name)
+    results.build_page(tmp_path / "page.md", [source], "this CPU")
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    shutil.copytree(two_runs[1], source / "row-b" / two_runs[1].name)
+    results.build_page(tmp_path / "page.md", [source], "this CPU")
+    assert not figure.exists()
+    assert (
+        "each run's epochs are in its summary (2 runs trained)"
+        in (tmp_path / "page.md").read_text()
+    )
