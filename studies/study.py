@@ -125,6 +125,13 @@ class StudySpec(Options):
             parse_composition(technique)  # unknown names fail here, before any training
         if not 2 <= len(self.objectives) <= 3 or len(set(self.objectives)) != len(self.objectives):
             raise UsageError("give two or three different objectives, e.g. accuracy,macs")
+        timed = [name for name in self.objectives if OBJECTIVES[name].timed]
+        if timed and self.workers * self.concurrent > 1:
+            raise UsageError(
+                f"--objectives {','.join(timed)} times each trial's network: with --workers "
+                "or --concurrent the other trials' training would be timed with it (give "
+                "--workers 1 --concurrent 1)"
+            )
         for model in (self.backbone, *self.baselines):
             get_entry(model)
         RunSpec.from_options("baseline", {"model": self.backbone, **self.fixed})

@@ -133,6 +133,11 @@ def test_study_from_the_cli_front_export_continue_and_show(tmp_path):
         (["--objectives", "accuracy"], "two or three different objectives"),
         (["--techniques", "ghost,prun"], "unknown technique 'prun'"),
         (["--backbone", "resnet21"], "unknown model 'resnet21'"),
+        (  # trials would time one another's training
+            ["--objectives", "accuracy,ort_latency", "--concurrent", "2"],
+            "--objectives ort_latency times each trial's network",
+        ),
+        (["--objectives", "accuracy,latency", "--workers", "2"], "give --workers 1"),
     ],
 )
 def test_bad_study_input(tmp_path, args, message):
