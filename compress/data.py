@@ -3,6 +3,9 @@
 The training split lives on the training device as one ``(N, C, H, W)`` uint8 tensor;
 each epoch draws a fresh permutation and every augmentation (random crop with padding,
 horizontal flip, optional cutout) is done on whole batches there. No per-image PIL work.
+An image folder too large for memory is the exception: its splits are lists of files
+(``ImageFiles``), decoded in ``DataLoader`` workers (``compress.streaming``); ``loader``
+gives whichever a split needs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 
 from compress.errors import UsageError, first_line
 from compress.options import Options, option
+from compress.streaming import ImageFiles, StreamLoader, decode, transform
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "folder")
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 4}
@@ -88,8 +92,11 @@ class DataConfig(Options):
         0.2, "folder: images held out per class when DIR has no train/val split", low=0,
         high=1, low_open=True, high_open=True,
     )  # fmt: skip
-    memory_budget_mb: int = option(
-        2048, "folder: the most decoded images may take in memory (MB)", low=1
+    memory_budget_mb: float = option(
+        2048,
+        "folder: the most the decoded images may take in memory (MB); a larger folder is "
+        "streamed from disk (0: always)",
+        low=0,
     )
 
     def check(self) -> None:
@@ -100,12 +107,13 @@ class DataConfig(Options):
 
 @dataclass
 class Dataset:
-    """A train and a test split as uint8 ``(N, 3, H, W)`` tensors with int64 labels."""
+    """A train and a test split as uint8 ``(N, 3, H, W)`` tensors (or, streamed, their
+    files) with int64 labels."""
 
     name: str
-    train_x: torch.Tensor
+    train_x: torch.Tensor | ImageFiles
     train_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: torch.Tensor | ImageFiles
     test_y: torch.Tensor
     num_classes: int
     mean: tuple[float, float, float]
@@ -123,6 +131,19 @@ def _from_hwc(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(
         y.astype(np.int64)
     )
+
+
+STATS_SAMPLE = 512  # streamed images decoded to estimate a folder's channel statistics
+
+
+def sample(images: torch.Tensor | ImageFiles) -> torch.Tensor:
+    """A split as uint8, or, streamed, up to ``STATS_SAMPLE`` of its images spread over
+    it, decoded and centre-cropped as evaluation does."""
+    if isinstance(images, torch.Tensor):
+        return images
+    chosen = torch.linspace(0, len(images) - 1, min(STATS_SAMPLE, len(images))).long()
+    centre = transform(images.size, train=False, flip=False)
+    return torch.stack([centre(decode(images.paths[i])) for i in chosen.unique().tolist()])
 
 
 def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -324,7 +345,7 @@ def load_folder(config: DataConfig) -> Dataset:
     images = read_folder(
         Path(config.data_dir), config.image_size, config.val_fraction, config.memory_budget_mb
     )
-    mean, std = _stats(images.train_x)
+    mean, std = _stats(sample(images.train_x))
     return Dataset(
         "folder",
         images.train_x,
@@ -361,6 +382,28 @@ def subset(data: Dataset, train_size: int | None, test_size: int | None = None) 
         train_y=data.train_y[:train_size],
         test_x=data.test_x[:test_size],
         test_y=data.test_y[:test_size],
+    )
+
+
+def loader(
+    images: torch.Tensor | ImageFiles,
+    labels: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    train: bool,
+    generator: torch.Generator | None = None,
+    crop_padding: int = 4,
+    flip: bool = True,
+    cutout: int = 0,
+) -> DeviceLoader | StreamLoader:
+    """Batches of one split: from memory, augmented on the device, or streamed from its
+    files (which crop, resize and flip as ImageNet training does: no padding crop)."""
+    if isinstance(images, ImageFiles):
+        if cutout and train:
+            raise UsageError("--cutout works on data held in memory, not a streamed folder")
+        return StreamLoader(images, labels, batch_size, device, train, generator, flip)
+    return DeviceLoader(
+        images, labels, batch_size, device, train, generator, crop_padding, flip, cutout
     )
 
 

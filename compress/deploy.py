@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.data import Dataset, load_data, prepare
+from compress.data import Dataset, load_data, loader, prepare
 from compress.errors import UsageError, first_line
 from compress.loading import load_run
 from compress.measure import cpu_used_by_others, latencies_ms
@@ -179,14 +179,14 @@ def top1_side_by_side(
     std = torch.tensor(input_record["std"] or data.std).view(1, 3, 1, 1)
     torch_right = ort_right = agree = 0
     model = model.cpu().eval()
+    batches = loader(data.test_x, data.test_y, batch_size, torch.device("cpu"), train=False)
     with torch.no_grad():
-        for start in range(0, len(data.test_x), batch_size):
-            images = data.test_x[start : start + batch_size]
+        for images, batch_labels in batches:
             inputs = prepare(images, mean, std, input_record["input_size"])
             torch_answer = model(inputs).argmax(1).numpy()
             (logits,) = session.run([OUTPUT], {INPUT: inputs.numpy()})
             ort_answer = np.argmax(logits, 1)
-            labels = data.test_y[start : start + batch_size].numpy()
+            labels = batch_labels.numpy()
             torch_right += int((torch_answer == labels).sum())
             ort_right += int((ort_answer == labels).sum())
             agree += int((torch_answer == ort_answer).sum())

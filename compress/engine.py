@@ -1,7 +1,8 @@
 """The training engine: one loop for every technique, on CPU and GPU.
 
-Data stays on the device (``compress.data.DeviceLoader``); the loop syncs with the host
-only to refresh the progress bar and at the end of an epoch. Each completed epoch is a
+Data stays on the device (``compress.data.DeviceLoader``; a large image folder streams,
+``compress.streaming``); the loop syncs with the host only to refresh the progress bar
+and at the end of an epoch. Each completed epoch is a
 checkpoint, so Ctrl-C loses at most the epoch under way and ``resume`` continues
 bit-for-bit on CPU.
 """
@@ -23,7 +24,7 @@ from torch import nn
 
 from compress import interrupts
 from compress.cpu_backward import CpuConvolutionBackward, has_depthwise
-from compress.data import Dataset, DeviceLoader, normalization, prepare
+from compress.data import Dataset, loader, normalization, prepare
 from compress.errors import UsageError
 from compress.options import Options, option
 from compress.turns import turn
@@ -310,7 +311,7 @@ class Trainer:
             "flip": config.augment and data.mirror_invariant,
             "cutout": config.cutout,
         }
-        self.train_loader = DeviceLoader(
+        self.train_loader = loader(
             data.train_x,
             data.train_y,
             config.batch_size,
@@ -319,7 +320,7 @@ class Trainer:
             generator=generator,
             **augmentation,
         )
-        self.test_loader = DeviceLoader(
+        self.test_loader = loader(
             data.test_x, data.test_y, max(config.batch_size, 256), self.device, train=False
         )
         # A fixed draw of training images, independent of the training order, so that
@@ -330,7 +331,7 @@ class Trainer:
         chosen = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
         chosen = chosen[: config.precise_bn]
         self.bn_loader = (
-            DeviceLoader(
+            loader(
                 data.train_x[chosen],
                 data.train_y[chosen],
                 min(config.batch_size, len(chosen)),

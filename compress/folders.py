@@ -1,4 +1,5 @@
-"""Your own images: a folder of class folders, decoded once into the in-memory path.
+"""Your own images: a folder of class folders, decoded once into the in-memory path
+(or, too large for memory, streamed).
 
 ``--dataset folder --data-dir DIR`` reads the usual layout: ``DIR/train/<class>/*`` with
 ``DIR/val/<class>/*`` (or ``test``), or one ``DIR/<class>/*`` that a fixed-seed,
@@ -7,9 +8,14 @@ are recorded with the run. Each image (JPEG, PNG, WebP, any size) is decoded wit
 its shorter side resized to ``--image-size`` and the centre square kept, so the whole set
 is one uint8 tensor, as CIFAR-10 is here. An image PIL cannot read (truncated, not an
 image) is skipped and counted, not fatal: a photo collection with one bad file is still
-a data set, and the count is printed and recorded. A set larger than
-``--memory-budget-mb`` decoded is refused with its size: streaming it from disk in
-``DataLoader`` workers is not built yet.
+a data set, and the count is printed and recorded.
+
+A set larger than ``--memory-budget-mb`` decoded is streamed instead
+(``compress.streaming``): its files are listed, each header read (a file that is not an
+image is skipped and counted), and images are decoded batch by batch while training. A
+file whose header reads but whose pixels do not (truncated) is only found when decoded
+(first by the channel statistics' sample, before the run starts), and ends the run
+naming it: finding every one up front would mean decoding the whole folder once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 import torch
 
 from compress.errors import UsageError
+from compress.streaming import ImageFiles
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLITS = (("train", "val"), ("train", "test"))
@@ -30,11 +37,12 @@ SPLIT_SEED = 0
 
 @dataclass
 class FolderImages:
-    """A folder data set, decoded: both splits, the class names, what was skipped."""
+    """A folder data set, decoded (or listed, to stream): both splits, the class names,
+    what was skipped."""
 
-    train_x: torch.Tensor
+    train_x: torch.Tensor | ImageFiles
     train_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: torch.Tensor | ImageFiles
     test_y: torch.Tensor
     classes: tuple[str, ...]
     skipped: list[str]
@@ -102,21 +110,48 @@ def _decode(path: Path, size: int) -> np.ndarray | None:
         return None
 
 
-def read_folder(root: Path, size: int, val_fraction: float, budget_mb: int) -> FolderImages:
-    """The folder's images, decoded and checked; UsageError for what cannot be a data set."""
+def _has_image_header(path: Path) -> bool:
+    """Whether PIL recognises the file as an image (its header only: no pixels decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+
+
+def _listed(
+    root: Path, files: dict[str, list[Path]], classes: tuple[str, ...], size: int, split: str,
+    skipped: list[str],
+) -> tuple[ImageFiles, torch.Tensor]:  # fmt: skip
+    """One split's files to stream, those without an image header left out."""
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for path in files[name]:
+            if _has_image_header(path):
+                paths.append(str(path))
+                labels.append(label)
+            else:
+                skipped.append(str(path))
+    if not paths:
+        raise UsageError(f"no readable image in the {split} split of {root}")
+    return ImageFiles(tuple(paths), size), torch.tensor(labels, dtype=torch.int64)
+
+
+def read_folder(root: Path, size: int, val_fraction: float, budget_mb: float) -> FolderImages:
+    """The folder's images, decoded and checked, or listed to stream when decoded they
+    would take more than ``budget_mb``; UsageError for what cannot be a data set."""
     if not root.is_dir():
         raise UsageError(f"--data-dir {root} is not a directory")
     train_files, held_files = _layout(root, val_fraction)
     classes = tuple(sorted(train_files))
     count = sum(map(len, train_files.values())) + sum(map(len, held_files.values()))
-    needed = count * 3 * size * size / 2**20
-    if needed > budget_mb:
-        raise UsageError(
-            f"{count} images at {size}x{size} take {needed:,.0f} MB decoded, more than "
-            f"--memory-budget-mb {budget_mb}: lower --image-size, raise the budget, or take "
-            "--train-size/--test-size (streaming from disk is not built yet)"
-        )
     skipped: list[str] = []
+    if count * 3 * size * size / 2**20 > budget_mb:
+        train = _listed(root, train_files, classes, size, "training", skipped)
+        held = _listed(root, held_files, classes, size, "held-out", skipped)
+        return FolderImages(*train, *held, classes, skipped)
 
     def decoded(files: dict[str, list[Path]], split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []

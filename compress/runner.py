@@ -45,6 +45,7 @@ from compress.plots import plot_curves
 from compress.reports import stderr_console
 from compress.significance import encode_answers
 from compress.spec import RunSpec, baseline_record
+from compress.streaming import ImageFiles
 from compress.techniques import RunContext, Technique, TrainingTerm
 from compress.turns import lock_exclusively
 
@@ -175,6 +176,14 @@ def start(
     data = load_data(spec.data)
     if data.skipped:
         console.print(f"{data.skipped} images could not be read and are left out", highlight=False)
+    if isinstance(data.train_x, ImageFiles):
+        count = len(data.train_x) + len(data.test_x)
+        console.print(
+            f"{count:,} images, {count * 3 * data.image_size**2 / 2**20:,.0f} MB decoded, over "
+            f"--memory-budget-mb {spec.data.memory_budget_mb:g}: streamed from disk "
+            f"({data.train_x.workers} decoding workers)",
+            highlight=False,
+        )
     if spec.train.batch_size > len(data.train_x):
         raise UsageError(
             f"--batch-size {spec.train.batch_size} is larger than the "
@@ -202,6 +211,7 @@ def start(
             "std": list(data.std),
             **({"classes": list(data.classes)} if data.classes else {}),
             **({"skipped_images": data.skipped} if data.skipped else {}),
+            **({"streamed": True} if isinstance(data.train_x, ImageFiles) else {}),
         },
         "init_from": prepared.init_from,
         "versions": runs.versions(),

@@ -28,7 +28,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from compress.data import Dataset, normalization, prepare
+from compress.data import Dataset, loader, normalization, prepare
 from compress.engine import TrainConfig, train
 from compress.errors import UsageError
 from compress.options import Options
@@ -107,11 +107,10 @@ class RunContext:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``count`` training batches, normalised and resized, not augmented."""
         mean, std = normalization(self.data, device)
-        images, labels = self.data.train_x, self.data.train_y
-        for start in range(0, min(len(images), count * batch_size), batch_size):
-            batch = images[start : start + batch_size].to(device)
-            inputs = prepare(batch, mean, std, self.input_size)
-            yield inputs, labels[start : start + batch_size].to(device)
+        first = min(len(self.data.train_x), count * batch_size)
+        images, labels = self.data.train_x[:first], self.data.train_y[:first]
+        for batch, batch_labels in loader(images, labels, batch_size, device, train=False):
+            yield prepare(batch, mean, std, self.input_size), batch_labels
 
 
 class TrainingTerm:
