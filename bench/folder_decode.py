@@ -25,7 +25,7 @@ from rich.table import Table
 from sklearn.datasets import load_sample_image
 from torchvision.transforms import v2
 
-from compress.streaming import CROP_FRACTION, decode, transform
+from compress.streaming import CROP_FRACTION, ImageFiles, decode, transform
 
 
 def make_jpegs(directory: Path, count: int, width: int) -> list[str]:
@@ -66,8 +66,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as directory:
         paths = make_jpegs(Path(directory), args.images, args.width)
+        files = ImageFiles(tuple(paths), size)
         paths_by = {
-            "PIL (compress)": lambda path, kind: transform(size, kind == "train", True)(
+            "PIL (compress)": lambda path, kind: transform(files, kind == "train", True)(
                 decode(path)
             ),
             "torchvision.io": lambda path, kind: tensor_steps[kind](

@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,19 @@ NORMALIZE_HELP = (
 )
 
 
+def timm_preprocessing(text: str) -> Any:
+    """``timm:NAME``'s pretrained configuration (mean, std, crop_pct, interpolation)."""
+    import timm
+
+    try:
+        config = timm.get_pretrained_cfg(text.removeprefix("timm:"))
+    except RuntimeError:
+        config = None
+    if config is None:
+        raise UsageError(f"--normalize {text}: timm knows no pretrained model by that name")
+    return config
+
+
 def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """``--normalize``'s value as (mean, std); None for ``dataset``."""
     if text == "dataset":
@@ -49,14 +63,7 @@ def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]
     if text in NAMED_NORMALIZATION:
         return NAMED_NORMALIZATION[text]
     if text.startswith("timm:"):  # the preprocessing timm's pretrained weights expect
-        import timm
-
-        try:
-            config = timm.get_pretrained_cfg(text.removeprefix("timm:"))
-        except RuntimeError:
-            config = None
-        if config is None:
-            raise UsageError(f"--normalize {text}: timm knows no pretrained model by that name")
+        config = timm_preprocessing(text)
         return tuple(config.mean), tuple(config.std)
     try:
         mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
@@ -142,7 +149,7 @@ def sample(images: torch.Tensor | ImageFiles) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images
     chosen = torch.linspace(0, len(images) - 1, min(STATS_SAMPLE, len(images))).long()
-    centre = transform(images.size, train=False, flip=False)
+    centre = transform(images, train=False, flip=False)
     return torch.stack([centre(decode(images.paths[i])) for i in chosen.unique().tolist()])
 
 
@@ -345,6 +352,14 @@ def load_folder(config: DataConfig) -> Dataset:
     images = read_folder(
         Path(config.data_dir), config.image_size, config.val_fraction, config.memory_budget_mb
     )
+    if isinstance(images.train_x, ImageFiles) and config.normalize.startswith("timm:"):
+        pretrained = timm_preprocessing(config.normalize)  # its evaluation crop, too
+        evaluation = {
+            "crop_fraction": pretrained.crop_pct,
+            "interpolation": pretrained.interpolation,
+        }
+        images.train_x = dataclasses.replace(images.train_x, **evaluation)
+        images.test_x = dataclasses.replace(images.test_x, **evaluation)
     mean, std = _stats(sample(images.train_x))
     return Dataset(
         "folder",

@@ -211,7 +211,15 @@ def start(
             "std": list(data.std),
             **({"classes": list(data.classes)} if data.classes else {}),
             **({"skipped_images": data.skipped} if data.skipped else {}),
-            **({"streamed": True} if isinstance(data.train_x, ImageFiles) else {}),
+            **(
+                {
+                    "streamed": True,
+                    "crop_fraction": data.test_x.crop_fraction,
+                    "interpolation": data.test_x.interpolation,
+                }
+                if isinstance(data.train_x, ImageFiles)
+                else {}
+            ),
         },
         "init_from": prepared.init_from,
         "versions": runs.versions(),

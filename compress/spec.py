@@ -44,6 +44,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "gamma": 0.1,
         },
     },
+    # The paper's Table 7 rows as timm's pretrained weights: ImageNet's validation images
+    # (a folder, --data-dir), at 224 px, evaluated as published (no training step, no BN
+    # statistics recomputed); --normalize timm:NAME brings that model's mean, std, crop
+    # share and resampling (docs/imagenet.md).
+    "imagenet-eval": {
+        "data": {"dataset": "folder", "image_size": 224},
+        "train": {"epochs": 0, "precise_bn": 0},
+    },
 }
 
 

@@ -4,7 +4,8 @@ A folder whose decoded images would exceed ``--memory-budget-mb`` is not decoded
 front: each split is a list of files (``ImageFiles``) that ``StreamLoader`` decodes in
 ``DataLoader`` worker processes, as torchvision and timm train ImageNet networks: for
 training a random resized crop (scale 0.08-1) and a flip at the run's image size, for
-evaluation a resize to size / 0.875 and the centre crop. Decoding is PIL's, as in
+evaluation a resize to size / 0.875 and the centre crop (with ``--normalize timm:NAME``,
+that pretrained model's crop share and resampling). Decoding is PIL's, as in
 torchvision's ``ImageFolder``: torchvision.io decodes JPEGs 1.7-2x faster here
 (``bench/folder_decode.py``), but torchvision 0.29 deprecates it for TorchCodec, which is
 not a dependency; the workers hide the difference unless decoding is the bottleneck.
@@ -18,6 +19,7 @@ and a resumed run draws what the uninterrupted one drew.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,8 @@ class ImageFiles:
     paths: tuple[str, ...]
     size: int
     workers: int = DEFAULT_WORKERS
+    crop_fraction: float = CROP_FRACTION  # evaluation: the centre crop's share of the resize
+    interpolation: str = "bilinear"  # PIL's resampling, by torchvision's name
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -54,7 +58,7 @@ class ImageFiles:
         chosen = range(len(self.paths))[index] if isinstance(index, slice) else index
         if isinstance(chosen, torch.Tensor):
             chosen = chosen.tolist()
-        return ImageFiles(tuple(self.paths[i] for i in chosen), self.size, self.workers)
+        return dataclasses.replace(self, paths=tuple(self.paths[i] for i in chosen))
 
 
 def decode(path: str) -> Image.Image:
@@ -66,12 +70,16 @@ def decode(path: str) -> Image.Image:
         raise UsageError(f"cannot decode image {path}: {error}") from None
 
 
-def transform(size: int, train: bool, flip: bool) -> v2.Transform:
-    """ImageNet-style preprocessing of a PIL image at ``size``, to uint8 ``(3, size, size)``."""
+def transform(files: ImageFiles, train: bool, flip: bool) -> v2.Transform:
+    """ImageNet-style preprocessing of a PIL image to uint8 ``(3, size, size)``."""
+    size = files.size
+    resampling = v2.InterpolationMode(files.interpolation)
     if train:
-        steps = [v2.RandomResizedCrop(size), *([v2.RandomHorizontalFlip()] if flip else [])]
+        steps = [v2.RandomResizedCrop(size, interpolation=resampling)]
+        steps += [v2.RandomHorizontalFlip()] if flip else []
     else:
-        steps = [v2.Resize(round(size / CROP_FRACTION)), v2.CenterCrop(size)]
+        resized = round(size / files.crop_fraction)
+        steps = [v2.Resize(resized, interpolation=resampling), v2.CenterCrop(size)]
     return v2.Compose([*steps, v2.PILToTensor()])
 
 
@@ -114,7 +122,7 @@ class StreamLoader:
             )
         self.files, self.labels, self.batch_size = files, labels.cpu(), batch_size
         self.device, self.train, self.generator = device, train, generator
-        self.preprocess = transform(files.size, train, flip)
+        self.preprocess = transform(files, train, flip)
 
     def __len__(self) -> int:
         count = len(self.files)

@@ -93,6 +93,8 @@ def test_an_imagenet_network_is_fine_tuned_on_a_folder_then_compressed(tmp_path)
     import timm
     import torch
 
+    from compress import load
+
     torch.save(timm.create_model("resnet10t").state_dict(), tmp_path / "imagenet.pth")
     data = make_folder(tmp_path / "pets")
     common = ["--model", "timm:resnet10t", "--dataset", "folder", "--data-dir", data, *QUICK]
@@ -108,6 +110,19 @@ def test_an_imagenet_network_is_fine_tuned_on_a_folder_then_compressed(tmp_path)
     pruned = compress_cli("run", "prune", *common, *args, "--out", tmp_path / "then", "--json")
     assert pruned.returncode == 0, pruned.stderr
     assert json.loads(pruned.stdout)["macs_fraction"] < 0.8
+    # the ImageNet evaluation preset: the weights tested as they are, streamed, at timm's crop
+    evaluate = ["--model", "timm:resnet10t", "--data-dir", data, "--normalize", "timm:resnet10t",
+                "--preset", "imagenet-eval", "--image-size", "16", "--memory-budget-mb", "0",
+                "--batch-size", "4"]  # fmt: skip
+    evaluated = compress_cli("run", "baseline", *evaluate, "--init", run_dir,
+                             "--out", tmp_path / "eval", "--json")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    eval_dir = tmp_path / "eval" / json.loads(evaluated.stdout)["run_dir"].split("eval/")[-1]
+    config = json.loads((eval_dir / "config.json").read_text())
+    assert config["train"]["epochs"] == 0 and config["train"]["precise_bn"] == 0
+    assert config["input"]["streamed"] and config["input"]["interpolation"] == "bicubic"
+    tuned_weights, tested = load(run_dir).state_dict(), load(eval_dir).state_dict()
+    assert all(torch.equal(tuned_weights[k], tested[k]) for k in tuned_weights)
 
 
 def test_a_folder_over_the_memory_budget_streams_and_is_recorded(tmp_path):
@@ -126,6 +141,10 @@ def test_a_folder_over_the_memory_budget_streams_and_is_recorded(tmp_path):
     run_dir = tmp_path / "out" / json.loads(result.stdout)["run_dir"].split("out/")[-1]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["input"]["streamed"] is True and config["input"]["skipped_images"] == 1
+    assert (config["input"]["crop_fraction"], config["input"]["interpolation"]) == (
+        0.875,
+        "bilinear",
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["history"][0]["images"] == 16  # 16 readable (the note is held out) by 4
     exported = compress_cli("export", run_dir, "--repeats", "0")
@@ -174,3 +193,17 @@ def test_a_streamed_image_that_cannot_be_decoded_ends_the_run_naming_it(tmp_path
     assert result.returncode == 2, result.stderr
     assert "cannot decode image" in result.stderr and "cat1.jpg" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_streamed_folder_takes_a_timm_models_evaluation_crop_and_resampling(tmp_path):
+    from compress.data import DataConfig, load_data
+
+    folder = str(make_folder(tmp_path))
+    for normalize, resampling in (
+        ("timm:mobilenetv3_large_100", "bicubic"),
+        ("dataset", "bilinear"),
+    ):
+        data = load_data(DataConfig(dataset="folder", data_dir=folder, image_size=16,
+                                    memory_budget_mb=0, normalize=normalize))  # fmt: skip
+        assert (data.test_x.interpolation, data.test_x.crop_fraction) == (resampling, 0.875)
+        assert data.train_x.interpolation == resampling and len(data.test_x) == 3
