@@ -1,8 +1,9 @@
 """Where a compressed network would run: ONNX Runtime latency, side by side, one process.
 
 Three comparisons, each timed interleaved (the models take turns in every repeat, median
-of ``--repeats``), batch 1 unless ``--batch`` says more, ``--threads`` threads, in ONNX
-Runtime (CPU) and in eager PyTorch for reference:
+of ``--repeats``; ``--rounds`` such timings, their median shown with their range, and the
+share of the CPUs other processes used just before), batch 1 unless ``--batch`` says
+more, ``--threads`` threads, in ONNX Runtime (CPU) and in eager PyTorch for reference:
 
 1. GhostNet 1.0x vs MobileNetV3-Large at 224x224 (the seed's mobile claim);
 2. ResNet-20 fp32 vs its 8-bit export (QCDQ, run by ONNX Runtime's integer kernels);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from rich.table import Table
 from compress import create_model, run
 from compress.deploy import exporter_of, onnx_latencies_ms
 from compress.loading import load_run
-from compress.measure import count_macs, latencies_ms
+from compress.measure import count_macs, cpu_used_by_others, latencies_ms
 
 QUICK = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "train_size": 128}
 INT8 = {"weight_bits": 8, "act_bits": 8}
@@ -45,24 +47,36 @@ def compare(
     title: str, entries: list[tuple[str, torch.nn.Module, object]], size: int, args
 ) -> Table:
     example = torch.randn(args.batch, 3, size, size)
-    ort = onnx_latencies_ms(
-        [(model, export) for _, model, export in entries],
-        size,
-        args.threads,
-        args.batch,
-        args.repeats,
-    )
+    others = cpu_used_by_others()
+    rounds = [
+        onnx_latencies_ms(
+            [(model, export) for _, model, export in entries],
+            size,
+            args.threads,
+            args.batch,
+            args.repeats,
+        )
+        for _ in range(args.rounds)
+    ]
+    ort = [statistics.median(model_rounds) for model_rounds in zip(*rounds, strict=True)]
     torch.set_num_threads(args.threads)
     eager = latencies_ms([model for _, model, _ in entries], example, args.repeats)
-    table = Table(title=f"{title}: {size}x{size}, batch {args.batch}, {args.threads} thread(s)")
-    for column in ("model", "MACs", "ONNX Runtime", "PyTorch eager", "ORT vs first"):
+    busy = "" if others is None else f"; others used {100 * others:.0f}% of the CPUs before"
+    table = Table(
+        title=f"{title}: {size}x{size}, batch {args.batch}, {args.threads} thread(s){busy}"
+    )
+    columns = ("model", "MACs", f"ONNX Runtime (range of {args.rounds} rounds)", "PyTorch eager")
+    for column in (*columns, "ORT vs first"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for (name, model, _), ort_ms, eager_ms in zip(entries, ort, eager, strict=True):
+    for index, ((name, model, _), ort_ms, eager_ms) in enumerate(
+        zip(entries, ort, eager, strict=True)
+    ):
         macs = count_macs(model, torch.zeros(1, 3, size, size))
+        spread = [one[index] for one in rounds]
         table.add_row(
             name,
             f"{macs / 1e6:.1f} M",
-            f"{ort_ms:.2f} ms",
+            f"{ort_ms:.2f} ms ({min(spread):.2f}-{max(spread):.2f})",
             f"{eager_ms:.2f} ms",
             f"{ort[0] / ort_ms:.2f}x",
         )
@@ -72,6 +86,7 @@ def compare(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median shown)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
