@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compress import distributed
 from compress.errors import UsageError, first_line
 from compress.options import Options, option
 from compress.streaming import ImageFiles, StreamLoader, decode, transform
@@ -410,15 +411,17 @@ def loader(
     crop_padding: int = 4,
     flip: bool = True,
     cutout: int = 0,
+    shared: bool = False,
 ) -> DeviceLoader | StreamLoader:
     """Batches of one split: from memory, augmented on the device, or streamed from its
-    files (which crop, resize and flip as ImageNet training does: no padding crop)."""
+    files (which crop, resize and flip as ImageNet training does: no padding crop).
+    ``shared``: in a run over several processes, each gets its share of every batch."""
     if isinstance(images, ImageFiles):
         if cutout and train:
             raise UsageError("--cutout works on data held in memory, not a streamed folder")
-        return StreamLoader(images, labels, batch_size, device, train, generator, flip)
+        return StreamLoader(images, labels, batch_size, device, train, generator, flip, shared)
     return DeviceLoader(
-        images, labels, batch_size, device, train, generator, crop_padding, flip, cutout
+        images, labels, batch_size, device, train, generator, crop_padding, flip, cutout, shared
     )
 
 
@@ -426,7 +429,9 @@ class DeviceLoader:
     """Batches of one split, held on ``device``, augmented there.
 
     Training batches all have ``batch_size`` images (the last partial batch is dropped)
-    so shapes stay fixed for cuDNN autotuning and graph capture.
+    so shapes stay fixed for cuDNN autotuning and graph capture. ``shared``: over several
+    processes, every one draws and augments the whole batch and keeps its share
+    (``compress.distributed``), so the images and their crops are those of one process.
     """
 
     def __init__(
@@ -440,6 +445,7 @@ class DeviceLoader:
         crop_padding: int = 4,
         flip: bool = True,
         cutout: int = 0,
+        shared: bool = False,
     ) -> None:
         if train and batch_size > len(images):
             raise UsageError(
@@ -454,6 +460,7 @@ class DeviceLoader:
         self.crop_padding = crop_padding if train else 0
         self.flip = flip and train
         self.cutout = cutout if train else 0
+        self.shared = shared
         self.device_generator: torch.Generator | None = None
 
     def __len__(self) -> int:
@@ -481,7 +488,10 @@ class DeviceLoader:
             images = self.images[index]
             if self.train:
                 images = self.augment(images)
-            yield images, self.labels[index]
+            if self.shared:
+                yield distributed.share(images), distributed.share(self.labels[index])
+            else:
+                yield images, self.labels[index]
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """Random crop from a zero-padded image, horizontal flip and cutout, batched."""

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from compress import interrupts
+from compress import distributed, interrupts
 from compress.cpu_backward import CpuConvolutionBackward, has_depthwise
 from compress.data import Dataset, loader, normalization, prepare
 from compress.errors import UsageError
@@ -107,6 +107,11 @@ class TrainConfig(Options):
             ) from None
         if any(not 0 < f < 1 for f in fractions):
             raise UsageError("--milestones must lie strictly between 0 and 1")
+        if self.batch_size % distributed.world_size():
+            raise UsageError(
+                f"--batch-size {self.batch_size} is the global batch: it must divide among "
+                f"the {distributed.world_size()} processes"
+            )
 
     def milestone_fractions(self) -> list[float]:
         return [float(part) for part in self.milestones.split(",") if part.strip()]
@@ -216,6 +221,8 @@ def graph_obstacle(
         return "--schedule onecycle changes Adam's betas every step, which a graph cannot"
     if config.compile:
         return "--compile and --cuda-graph are alternatives; pick one"
+    if distributed.world_size() > 1:
+        return "a run over several processes all-reduces gradients inside the step"
     return next(iter(technique_obstacles), None)
 
 
@@ -297,7 +304,14 @@ class Trainer:
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = config.bn_momentum
-        self.step_model = torch.compile(model) if config.compile else model
+        # Evaluation runs the network itself; training, over several processes, its DDP
+        # wrapper, which averages the gradients of every process's share of the batch.
+        self.forward_model = torch.compile(model) if config.compile else model
+        self.step_model = self.forward_model
+        if distributed.world_size() > 1:
+            distributed.start(self.device)
+            wrapped = distributed.wrap(model, self.device)
+            self.step_model = torch.compile(wrapped) if config.compile else wrapped
         # PyTorch's CPU gradients of depthwise (and small pointwise) convolutions are slow;
         # elsewhere intercepting the backward would only cost; compiled graphs choose their own.
         faster = self.device.type == "cpu" and not config.compile and has_depthwise(model)
@@ -318,6 +332,7 @@ class Trainer:
             self.device,
             train=True,
             generator=generator,
+            shared=True,
             **augmentation,
         )
         self.test_loader = loader(
@@ -398,6 +413,11 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
+        if distributed.world_size() > 1:  # every process's share of every batch
+            loss_sum, correct, total = distributed.summed(
+                loss_sum, correct, torch.tensor(seen, device=self.device)
+            )
+            seen = int(total)
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"the training loss became {train_loss} (lower --lr?)")
@@ -425,7 +445,7 @@ class Trainer:
         if not norms or self.bn_loader is None:
             return
         momenta = [norm.momentum for norm in norms]
-        self.step_model.eval()
+        self.forward_model.eval()
         for norm in norms:
             norm.reset_running_stats()  # in place, so a captured CUDA graph keeps its buffers
             norm.momentum = None  # cumulative average: every batch weighs the same
@@ -433,10 +453,10 @@ class Trainer:
         self.bn_loader.generator = torch.Generator().manual_seed(0)  # the same draw each time
         for images, _ in self.bn_loader:
             with self.autocast():
-                self.step_model(self.inputs(images))
+                self.forward_model(self.inputs(images))
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
-        self.step_model.eval()
+        self.forward_model.eval()
 
     @torch.no_grad()
     def evaluate(self, recompute_bn: bool = True) -> tuple[float, float]:
@@ -453,12 +473,12 @@ class Trainer:
         elsewhere, evaluated as it is)."""
         if recompute_bn:
             self.recompute_bn_statistics()
-        self.step_model.eval()
+        self.forward_model.eval()
         loss_sum = torch.zeros((), device=self.device)
         answers = []
         for images, labels in self.test_loader:
             with self.autocast():
-                logits = self.step_model(self.inputs(images))
+                logits = self.forward_model(self.inputs(images))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             answers.append(logits.argmax(1) == labels)
         correct = torch.cat(answers).cpu()

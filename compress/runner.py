@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from compress import runs
+from compress import distributed, runs
 from compress.data import Dataset, load_data
 from compress.engine import (
     TrainConfig,
@@ -196,7 +196,9 @@ def start(
         raise UsageError(
             "--batch-size 1: BatchNorm needs at least 2 images per batch to normalise in training"
         )
-    if run_dir is None:
+    if not distributed.is_main():  # torchrun's other processes: rank 0 writes the run
+        run_dir = distributed.scratch_directory(f"{spec.label}-{data.name}")
+    elif run_dir is None:
         run_dir = runs.new_run_dir(out_root, f"{spec.label}-{data.name}")
     else:
         run_dir.mkdir(parents=True)
@@ -225,6 +227,7 @@ def start(
         "versions": runs.versions(),
         "argv": [runs.mask_secrets(word) for word in sys.argv],
         "created": dt.datetime.now().isoformat(timespec="seconds"),
+        **({"processes": distributed.world_size()} if distributed.world_size() > 1 else {}),
     }
     with runs.held(run_dir):
         runs.write_json(run_dir / runs.CONFIG, config)
@@ -242,6 +245,8 @@ def resume(run_dir: Path, console: Console) -> RunOutcome:
     there repeats them from the end of training, with the same result. A completed run
     raises ``RunComplete``; a run another process is training, a ``UsageError``.
     """
+    if not distributed.is_main():  # torchrun's other processes resume a copy
+        run_dir = distributed.scratch_directory(run_dir.name, copy_of=run_dir)
     spec = RunSpec.from_record(runs.read_json(run_dir / runs.CONFIG))
     with runs.held(run_dir):
         status = runs.read_json(run_dir / runs.METRICS).get("status")

@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from compress import distributed
 from compress.errors import UsageError
 
 CROP_FRACTION = 0.875  # evaluation: the centre 87.5% of the resized image, as timm's default
@@ -115,6 +116,7 @@ class StreamLoader:
         train: bool,
         generator: torch.Generator | None = None,
         flip: bool = True,
+        shared: bool = False,
     ) -> None:
         if train and batch_size > len(files):
             raise UsageError(
@@ -123,6 +125,7 @@ class StreamLoader:
         self.files, self.labels, self.batch_size = files, labels.cpu(), batch_size
         self.device, self.train, self.generator = device, train, generator
         self.preprocess = transform(files, train, flip)
+        self.shared = shared
 
     def __len__(self) -> int:
         count = len(self.files)
@@ -130,13 +133,18 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed = int(torch.randint(2**31, (1,), generator=self.generator)) if self.train else 0
-        order = torch.Generator().manual_seed(seed)
+        count = len(self.files)
+        order = (
+            torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+            if self.train
+            else torch.arange(count)
+        )
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
+        if self.shared:  # over several processes, each decodes only its share
+            batches = [distributed.share(batch) for batch in batches]
         loader = DataLoader(
             _Decoded(self.files, self.labels, self.preprocess, seed),
-            batch_size=self.batch_size,
-            shuffle=self.train,
-            drop_last=self.train,
-            generator=order,
+            batch_sampler=[batch.tolist() for batch in batches],
             num_workers=self.files.workers,
             pin_memory=self.device.type == "cuda",
         )

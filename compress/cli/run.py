@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from compress import runner, runs
+from compress import distributed, runner, runs
 from compress.cli.common import OneLineParser, add_options, add_recipe, command, given, options_of
 from compress.data import DataConfig
 from compress.engine import TrainConfig, TrainingInterrupted
@@ -122,6 +122,8 @@ def execute(args: argparse.Namespace) -> int:
     settings = options_of(RunSettings, parsed)
     out_root = Path(settings.out)
     run_console = stderr_console() if settings.json else console
+    if not distributed.is_main():  # torchrun's other processes: rank 0 speaks for the run
+        run_console = stderr_console(quiet=True)
     spec = run_spec(args.technique, parsed, settings)
     try:
         if settings.resume:
@@ -139,6 +141,8 @@ def execute(args: argparse.Namespace) -> int:
         return 130
     except runner.RunComplete as done:
         console.print(str(done), highlight=False)
+        return 0
+    if not distributed.is_main():
         return 0
     metrics = {k: v for k, v in outcome.metrics.items() if k != "history"}
     if settings.json:
