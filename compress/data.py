@@ -408,20 +408,20 @@ def loader(
     device: torch.device,
     train: bool,
     generator: torch.Generator | None = None,
-    crop_padding: int = 4,
-    flip: bool = True,
-    cutout: int = 0,
     shared: bool = False,
+    **augmentation: Any,
 ) -> DeviceLoader | StreamLoader:
-    """Batches of one split: from memory, augmented on the device, or streamed from its
-    files (which crop, resize and flip as ImageNet training does: no padding crop).
-    ``shared``: in a run over several processes, each gets its share of every batch."""
+    """Batches of one split: from memory, augmented on the device (``augmentation``:
+    ``DeviceLoader``'s crop padding, flip and cutout), or streamed from its files (which
+    crop, resize and flip as ImageNet training does: no padding crop). ``shared``: in a
+    run over several processes, each gets its share of every batch."""
     if isinstance(images, ImageFiles):
-        if cutout and train:
+        if augmentation.get("cutout") and train:
             raise UsageError("--cutout works on data held in memory, not a streamed folder")
+        flip = augmentation.get("flip", True)
         return StreamLoader(images, labels, batch_size, device, train, generator, flip, shared)
     return DeviceLoader(
-        images, labels, batch_size, device, train, generator, crop_padding, flip, cutout, shared
+        images, labels, batch_size, device, train, generator, shared=shared, **augmentation
     )
 
 

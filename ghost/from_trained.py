@@ -72,24 +72,6 @@ class _Stop(Exception):
 
 
 @torch.no_grad()
-def _unit_outputs(model: nn.Module, norm: nn.Module, batches: list[torch.Tensor]) -> torch.Tensor:
-    """The output of ``norm`` (the unit's BN, before any ReLU) on ``batches``."""
-    captured: list[torch.Tensor] = []
-
-    def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        captured.append(output.detach().clone())
-        raise _Stop
-
-    handle = norm.register_forward_hook(keep)
-    try:
-        for batch in batches:
-            with contextlib.suppress(_Stop):
-                model(batch)
-    finally:
-        handle.remove()
-    return torch.cat(captured)
-
-
 def _pair_fits(
     sources: torch.Tensor, targets: torch.Tensor, d: int, chunk: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,7 +251,7 @@ def ghostify_trained(
         conv = model.get_submodule(layer.name)
         norm = _follower(model, layer.name)
         shape = GhostModule(conv.in_channels, conv.out_channels, 1, s, d, relu=layer.relu)
-        outputs = _unit_outputs(model, norm, batches)
+        outputs = _captured(model, norm, batches, "output")
         sources = outputs.clamp_min(0) if layer.relu else outputs
         solutions, errors = _pair_fits(sources, outputs, d)
         energy = outputs.double().pow(2).sum((0, 2, 3))
@@ -368,7 +350,7 @@ def _reconstruct(
     solution = torch.linalg.solve(gram, design.T @ targets)  # (C k k, maps)
     conv.weight.copy_(solution.T.reshape(conv.weight.shape).float())
     sources = ghost.primary_conv(_captured(model, ghost, batches, "input"))
-    targets_all = _unit_outputs(reference, _follower(reference, name), batches)
+    targets_all = _captured(reference, _follower(reference, name), batches, "output")
     solutions, _ = _pair_fits(sources, targets_all, ghost.cheap_operation[0].kernel_size[0])
     cheap, cheap_norm = ghost.cheap_operation[0], ghost.cheap_operation[1]
     d = cheap.kernel_size[0]

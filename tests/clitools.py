@@ -76,3 +76,15 @@ def quick_study(techniques: str = "ghost,prune") -> list[str]:
         "--out",
         "out",
     ]
+
+
+# A run small enough for a unit test: synthetic images, one short pass, on the CPU.
+QUICK_SYNTHETIC = {
+    "dataset": "synthetic",
+    "train_size": 128,
+    "test_size": 64,
+    "batch_size": 64,
+    "input_size": 16,
+    "precise_bn": 64,
+    "device": "cpu",
+}

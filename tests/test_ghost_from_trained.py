@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from clitools import QUICK_SYNTHETIC
 from torch import nn
 
 from compress import create_model, load
@@ -119,15 +120,7 @@ def test_refitting_layer_by_layer_keeps_errors_from_compounding():
     )
 
 
-QUICK = {
-    "dataset": "synthetic",
-    "train_size": 128,
-    "test_size": 64,
-    "batch_size": 64,
-    "input_size": 16,
-    "precise_bn": 64,
-    "device": "cpu",
-}
+QUICK = QUICK_SYNTHETIC
 
 
 def test_a_ghost_backbone_starts_from_its_plain_runs_weights_or_a_file_of_them(tmp_path):

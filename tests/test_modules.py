@@ -2,21 +2,13 @@
 
 import pytest
 import torch
+from clitools import QUICK_SYNTHETIC
 from torch import nn
 
 from compress import load, run
 from compress.errors import UsageError
 
-QUICK = {
-    "dataset": "synthetic",
-    "train_size": 128,
-    "test_size": 64,
-    "batch_size": 64,
-    "input_size": 16,
-    "precise_bn": 64,
-    "epochs": 1,
-    "curves": False,
-}
+QUICK = {**QUICK_SYNTHETIC, "epochs": 1, "curves": False}
 
 
 class TinyNet(nn.Module):
