@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from compress import distributed
 from compress.errors import UsageError
@@ -71,8 +70,10 @@ def decode(path: str) -> Image.Image:
         raise UsageError(f"cannot decode image {path}: {error}") from None
 
 
-def transform(files: ImageFiles, train: bool, flip: bool) -> v2.Transform:
+def transform(files: ImageFiles, train: bool, flip: bool) -> Callable[[Image.Image], torch.Tensor]:
     """ImageNet-style preprocessing of a PIL image to uint8 ``(3, size, size)``."""
+    from torchvision.transforms import v2  # slow to import: only where folders stream
+
     size = files.size
     resampling = v2.InterpolationMode(files.interpolation)
     if train:
@@ -88,7 +89,11 @@ class _Decoded(torch.utils.data.Dataset):
     """The files of one split, decoded and transformed one by one (in a worker)."""
 
     def __init__(
-        self, files: ImageFiles, labels: torch.Tensor, preprocess: v2.Transform, seed: int
+        self,
+        files: ImageFiles,
+        labels: torch.Tensor,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        seed: int,
     ) -> None:
         self.files, self.labels, self.preprocess, self.seed = files, labels, preprocess, seed
 
