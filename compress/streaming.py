@@ -6,7 +6,7 @@ front: each split is a list of files (``ImageFiles``) that ``StreamLoader`` deco
 training a random resized crop (scale 0.08-1) and a flip at the run's image size, for
 evaluation a resize to size / 0.875 and the centre crop (with ``--normalize timm:NAME``,
 that pretrained model's crop share and resampling). Decoding is PIL's, as in
-torchvision's ``ImageFolder``: torchvision.io decodes JPEGs 1.7-2x faster here
+torchvision's ``ImageFolder``: torchvision.io decodes JPEGs 1.6-2x faster here
 (``bench/folder_decode.py``), but torchvision 0.29 deprecates it for TorchCodec, which is
 not a dependency; the workers hide the difference unless decoding is the bottleneck.
 Batches come out as uint8 on the device, as ``DeviceLoader``'s do, so the engine
@@ -103,7 +103,7 @@ class _Decoded(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = decode(self.files.paths[index])
         with torch.random.fork_rng(devices=[]):  # the image's own draw, whoever decodes it
-            torch.manual_seed(self.seed * 1_000_003 + index)
+            torch.default_generator.manual_seed(self.seed * 1_000_003 + index)  # CPU only
             return self.preprocess(image), self.labels[index]
 
 
