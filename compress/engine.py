@@ -2,9 +2,9 @@
 
 Data stays on the device (``compress.data.DeviceLoader``; a large image folder streams,
 ``compress.streaming``); the loop syncs with the host only to refresh the progress bar
-and at the end of an epoch. Each completed epoch is a
-checkpoint, so Ctrl-C loses at most the epoch under way and ``resume`` continues
-bit-for-bit on CPU.
+and at the end of an epoch. Each completed epoch is a checkpoint, so Ctrl-C loses at
+most the epoch under way and ``resume`` continues bit-for-bit on CPU. Over several
+processes (``torchrun``), the step is DistributedDataParallel's (``compress.distributed``).
 """
 
 from __future__ import annotations
