@@ -110,7 +110,9 @@ class FinishedRun:
         for use in self.config.get("techniques", []):
             defaults = _defaults(use["name"])
             shown = ", ".join(
-                f"{k}={v}" for k, v in use.get("options", {}).items() if defaults.get(k) != v
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"  # a study's draws
+                for k, v in use.get("options", {}).items()
+                if defaults.get(k) != v
             )
             parts.append(f"{use['name']}({shown})" if shown else use["name"])
         return " + ".join(parts)
