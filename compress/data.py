@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from compress import distributed
 from compress.errors import UsageError, first_line
 from compress.options import Options, option
-from compress.streaming import ImageFiles, StreamLoader, decode, transform
+from compress.streaming import ImageFiles, StreamLoader, count_batches, decode, transform
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "folder")
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "synthetic": 4}
@@ -447,10 +447,7 @@ class DeviceLoader:
         cutout: int = 0,
         shared: bool = False,
     ) -> None:
-        if train and batch_size > len(images):
-            raise UsageError(
-                f"batch size {batch_size} is larger than the {len(images)} training images"
-            )
+        self.batches = count_batches(len(images), batch_size, train)
         self.images = images.to(device, non_blocking=True)
         self.labels = labels.to(device, non_blocking=True)
         self.batch_size = batch_size
@@ -464,8 +461,7 @@ class DeviceLoader:
         self.device_generator: torch.Generator | None = None
 
     def __len__(self) -> int:
-        count = len(self.images)
-        return count // self.batch_size if self.train else -(-count // self.batch_size)
+        return self.batches
 
     def _random(self, *shape: int, high: int) -> torch.Tensor:
         if self.device_generator is not None:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from compress.runs import LOCK
+
 
 def rank() -> int:
     """This process's place among the run's processes (0 alone)."""
@@ -82,6 +84,6 @@ def scratch_directory(name: str, copy_of: Path | None = None) -> Path:
     root = Path(tempfile.mkdtemp(prefix=f"compress-rank{rank()}-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     if copy_of is not None:
-        return Path(shutil.copytree(copy_of, root / name, ignore=shutil.ignore_patterns("*.lock")))
+        return Path(shutil.copytree(copy_of, root / name, ignore=shutil.ignore_patterns(LOCK)))
     (root / name).mkdir()
     return root / name

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from compress.errors import UsageError
-from compress.streaming import ImageFiles
+from compress.streaming import ImageFiles, decode
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLITS = (("train", "val"), ("train", "test"))
@@ -90,24 +90,25 @@ def _layout(root: Path, val_fraction: float) -> tuple[dict[str, list[Path]], dic
     return train, held
 
 
+def decoded_mb(images: int, size: int) -> float:
+    """What ``images`` RGB images take decoded at ``size`` x ``size``, in MB."""
+    return images * 3 * size * size / 2**20
+
+
 def _decode(path: Path, size: int) -> np.ndarray | None:
     """One image as uint8 (size, size, 3): shorter side resized, centre square; None if
     PIL cannot read it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            width, height = (
-                max(size, round(image.width * scale)),
-                max(size, round(image.height * scale)),
-            )
-            image = image.resize((width, height), Image.BILINEAR)
-            left, top = (width - size) // 2, (height - size) // 2
-            return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError):
+        image = decode(str(path))
+    except UsageError:
         return None
+    scale = size / min(image.size)
+    width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    image = image.resize((width, height), Image.BILINEAR)
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def _has_image_header(path: Path) -> bool:
@@ -148,7 +149,7 @@ def read_folder(root: Path, size: int, val_fraction: float, budget_mb: float) ->
     classes = tuple(sorted(train_files))
     count = sum(map(len, train_files.values())) + sum(map(len, held_files.values()))
     skipped: list[str] = []
-    if count * 3 * size * size / 2**20 > budget_mb:
+    if decoded_mb(count, size) > budget_mb:
         train = _listed(root, train_files, classes, size, "training", skipped)
         held = _listed(root, held_files, classes, size, "held-out", skipped)
         return FolderImages(*train, *held, classes, skipped)

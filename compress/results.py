@@ -366,7 +366,7 @@ def _threads(found: Sequence[FinishedRun]) -> str:
     counts = sorted({run.metrics.get("threads") for run in found} - {None})
     return (
         f"{'/'.join(map(str, counts))} thread{'s' if counts != [1] else ''} per run"
-        if (counts)
+        if counts
         else "threads not recorded"
     )
 

@@ -37,6 +37,7 @@ from compress.engine import (
     train,
 )
 from compress.errors import UsageError, first_line
+from compress.folders import decoded_mb
 from compress.initialization import initialize
 from compress.loading import FORMAT, RunLoadError, load
 from compress.measure import latencies_ms, profile_model
@@ -179,7 +180,7 @@ def start(
     if isinstance(data.train_x, ImageFiles):
         count = len(data.train_x) + len(data.test_x)
         console.print(
-            f"{count:,} images, {count * 3 * data.image_size**2 / 2**20:,.0f} MB decoded, over "
+            f"{count:,} images, {decoded_mb(count, data.image_size):,.0f} MB decoded, over "
             f"--memory-budget-mb {spec.data.memory_budget_mb:g}: streamed from disk "
             f"({data.train_x.workers} decoding workers)",
             highlight=False,

@@ -61,6 +61,14 @@ class ImageFiles:
         return dataclasses.replace(self, paths=tuple(self.paths[i] for i in chosen))
 
 
+def count_batches(images: int, batch_size: int, train: bool) -> int:
+    """Batches in one pass over ``images``: training drops the last partial batch (fixed
+    shapes), and refuses a batch larger than the split; evaluation keeps every image."""
+    if train and batch_size > images:
+        raise UsageError(f"batch size {batch_size} is larger than the {images} training images")
+    return images // batch_size if train else -(-images // batch_size)
+
+
 def decode(path: str) -> Image.Image:
     """One image file, decoded to RGB; UsageError naming it if it cannot be."""
     try:
@@ -123,18 +131,14 @@ class StreamLoader:
         flip: bool = True,
         shared: bool = False,
     ) -> None:
-        if train and batch_size > len(files):
-            raise UsageError(
-                f"batch size {batch_size} is larger than the {len(files)} training images"
-            )
+        self.batches = count_batches(len(files), batch_size, train)
         self.files, self.labels, self.batch_size = files, labels.cpu(), batch_size
         self.device, self.train, self.generator = device, train, generator
         self.preprocess = transform(files, train, flip)
         self.shared = shared
 
     def __len__(self) -> int:
-        count = len(self.files)
-        return count // self.batch_size if self.train else -(-count // self.batch_size)
+        return self.batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed = int(torch.randint(2**31, (1,), generator=self.generator)) if self.train else 0

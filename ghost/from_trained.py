@@ -71,7 +71,6 @@ class _Stop(Exception):
     """Ends a forward pass once the map it was run for is captured."""
 
 
-@torch.no_grad()
 def _pair_fits(
     sources: torch.Tensor, targets: torch.Tensor, d: int, chunk: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,6 +305,7 @@ def _restate_norms(model: nn.Module, ghost: GhostModule, batches: list[torch.Ten
         norm.running_var.copy_(var.float())
 
 
+@torch.no_grad()
 def _captured(model: nn.Module, module: nn.Module, batches: list[torch.Tensor], what: str):
     """The input or output of ``module`` on ``batches`` (the forward stops there)."""
     captured: list[torch.Tensor] = []
@@ -338,22 +338,22 @@ def _reconstruct(
     operations on the intrinsic maps it now makes."""
     ghost: GhostModule = model.get_submodule(name)
     conv = ghost.primary_conv[0]
+    cheap, cheap_norm = ghost.cheap_operation[0], ghost.cheap_operation[1]
+    d = cheap.kernel_size[0]
     plain = reference.get_submodule(name)
     maps = conv.out_channels
-    inputs = _captured(model, ghost, batches, "input").double()
+    inputs = _captured(model, ghost, batches, "input")  # what the Ghost layers before give
     wanted = _captured(reference, plain, batches, "output")[:, :maps].double()
-    patches = F.unfold(inputs, conv.kernel_size, padding=conv.padding, stride=conv.stride)
+    patches = F.unfold(inputs.double(), conv.kernel_size, padding=conv.padding, stride=conv.stride)
     design = patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (pixels, C k k)
     targets = wanted.flatten(2).transpose(1, 2).reshape(-1, maps)
     gram = design.T @ design
     gram += 1e-6 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
     solution = torch.linalg.solve(gram, design.T @ targets)  # (C k k, maps)
     conv.weight.copy_(solution.T.reshape(conv.weight.shape).float())
-    sources = ghost.primary_conv(_captured(model, ghost, batches, "input"))
+    sources = ghost.primary_conv(inputs)  # the intrinsic maps the refitted conv makes
     targets_all = _captured(reference, _follower(reference, name), batches, "output")
-    solutions, _ = _pair_fits(sources, targets_all, ghost.cheap_operation[0].kernel_size[0])
-    cheap, cheap_norm = ghost.cheap_operation[0], ghost.cheap_operation[1]
-    d = cheap.kernel_size[0]
+    solutions, _ = _pair_fits(sources, targets_all, d)
     for _target, _source, position, channel in plan:
         fitted = solutions[channel // (ghost.ratio - 1), position].float()  # map i's ghosts
         cheap.weight[channel, 0] = fitted[:-1].view(d, d)

@@ -121,9 +121,10 @@ def execute(args: argparse.Namespace) -> int:
     parsed = technique_parser(args.technique).parse_args(args.rest)
     settings = options_of(RunSettings, parsed)
     out_root = Path(settings.out)
-    run_console = stderr_console() if settings.json else console
     if not distributed.is_main():  # torchrun's other processes: rank 0 speaks for the run
         run_console = stderr_console(quiet=True)
+    else:
+        run_console = stderr_console() if settings.json else console
     spec = run_spec(args.technique, parsed, settings)
     try:
         if settings.resume:
